@@ -1,0 +1,126 @@
+// The one backend interface: memory (buffers), transfers, and the ops of a llama-family forward pass.
+// Every backend (cpu_ref, cpu, opencl, vulkan) implements it; the forward pass is written once against it.
+// Ops are enqueued in call order and may run asynchronously; download() and synchronize() wait.
+// Shapes use ggml order: ne[0] is the innermost (contiguous) dimension, so a matrix of N rows of K
+// elements is ne = {K, N}. All tensors are contiguous. Backends throw tandem::error on failure.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/types.h"
+
+namespace tandem {
+
+// Device memory owned by one backend.
+class buffer {
+   public:
+    virtual ~buffer() = default;
+    virtual size_t size() const = 0;
+    // Host address of the memory when the host can address it directly (CPU backends); else nullptr.
+    virtual void* host_ptr() { return nullptr; }
+};
+
+// A typed, contiguous view into a buffer. Does not own memory.
+struct tensor {
+    buffer* buf = nullptr;
+    size_t offset = 0;  // bytes from the start of buf
+    dtype type = dtype::f32;
+    std::array<int64_t, 4> ne{1, 1, 1, 1};
+
+    int64_t nelements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+    int64_t nrows() const { return ne[1] * ne[2] * ne[3]; }
+    size_t row_bytes() const { return dtype_row_bytes(type, ne[0]); }
+    size_t nbytes() const { return row_bytes() * size_t(nrows()); }
+    // Host pointer to the first element; only valid on host-addressable buffers.
+    template <typename T>
+    T* host() const {
+        return reinterpret_cast<T*>(static_cast<char*>(buf->host_ptr()) + offset);
+    }
+    // The view of rows [first, first + count) of a tensor seen as ne[0] x nrows.
+    tensor rows(int64_t first, int64_t count) const;
+};
+
+enum class op {
+    get_rows, rms_norm, matmul, rope, attention, swiglu, add, softmax, kv_write, kv_copy, argmax,
+};
+const char* op_name(op o);
+
+struct rope_params {
+    int32_t n_rot = 0;          // rotated dimensions per head (pairs (2i, 2i+1), i < n_rot/2); rest pass through
+    float freq_base = 10000.f;  // theta_i = pos * freq_base^(-2i / n_rot)
+};
+
+// Per-row attention layout: what each query row of a batch may attend to. This one description
+// covers causal prefill/decode, token trees and ragged batches of several sessions:
+//   meta[m] = {kv_begin, kv_len, tree, parent} (int32, tensor ne = {4, M})
+//   row m attends to cache slots [kv_begin, kv_begin + kv_len) and then, walking the tree from batch
+//   row `tree` (usually m itself, -1 for none) through `parent` links (batch row indices, -1 at the root
+//   of the new tokens), to the slots slots[j] of every row j on that walk.
+// Causal chains use kv_len = pos + 1 and tree = -1 (their tokens are contiguous in the cache); tree
+// nodes use kv_len = committed prefix and tree = m. Requirements: parent[j] < j; slots in range.
+struct attention_params {
+    float scale = 1.f;  // multiplies q.k before the softmax, usually 1/sqrt(head_dim)
+};
+
+class backend {
+   public:
+    virtual ~backend() = default;
+
+    // ---- identity and capabilities ----
+    virtual std::string name() const = 0;
+    // True when this backend can run `o` with weights/cache of type `t`. The single source of truth for
+    // placement and for the test harness's support matrix.
+    virtual bool supports(op o, dtype t) const = 0;
+    // Worker threads for host-side loops; default: ignored.
+    virtual void set_threads(int n) { (void)n; }
+
+    // ---- memory ----
+    virtual std::unique_ptr<buffer> alloc(size_t bytes) = 0;
+    // A buffer holding a copy of (or, on host-addressable backends, a zero-copy view of) host memory that
+    // stays valid and unchanged for the buffer's life. Default: alloc + upload.
+    virtual std::unique_ptr<buffer> wrap_host(const void* data, size_t bytes);
+    virtual void upload(buffer& dst, size_t offset, const void* src, size_t bytes) = 0;
+    // Waits for every enqueued op, then copies.
+    virtual void download(const buffer& src, size_t offset, void* dst, size_t bytes) = 0;
+    virtual void synchronize() {}
+
+    // ---- ops (out never aliases an input unless stated) ----
+    // out[m] = table[ids[m]] converted to f32. table {K, R} f32/f16/quant; ids i32 {M}; out f32 {K, M}.
+    virtual void get_rows(const tensor& table, const tensor& ids, const tensor& out) = 0;
+    // out[m] = x[m] / sqrt(mean(x[m]^2) + eps) * w. x, out f32 {K, M} (out may alias x); w f32 {K}.
+    virtual void rms_norm(const tensor& x, const tensor& w, float eps, const tensor& out) = 0;
+    // out[m][n] = sum_k w[n][k] * x[m][k]. w {K, N} f32/f16/quant; x f32 {K, M}; out f32 {N, M}.
+    virtual void matmul(const tensor& w, const tensor& x, const tensor& out) = 0;
+    // In place rotary embedding of x f32 {D, H, M}: row m rotated by angle pos[m] * theta_i. pos i32 {M}.
+    virtual void rope(const tensor& x, const tensor& pos, const rope_params& p) = 0;
+    // Fused attention (online softmax, no materialised scores): q f32 {D, Hq, M}; k_cache, v_cache
+    // {D * Hkv, S} f32/f16; meta i32 {4, M} and slots i32 {M} as described at attention_params;
+    // out f32 {D, Hq, M}. Query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
+    virtual void attention(const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,
+                           const tensor& slots, const attention_params& p, const tensor& out) = 0;
+    // out = silu(gate) * up, element-wise. All f32 of one shape (out may alias gate).
+    virtual void swiglu(const tensor& gate, const tensor& up, const tensor& out) = 0;
+    // out = a + b, element-wise, f32 of one shape (out may alias a).
+    virtual void add(const tensor& a, const tensor& b, const tensor& out) = 0;
+    // Row-wise softmax with a temperature-free max subtraction. x, out f32 {K, M} (out may alias x).
+    virtual void softmax(const tensor& x, const tensor& out) = 0;
+    // cache row slots[m] = src row m, converted to the cache type. src f32 {K, M}; cache {K, S}; slots i32 {M}.
+    virtual void kv_write(const tensor& src, const tensor& cache, const tensor& slots) = 0;
+    // cache row dst[i] = old cache row src[i] for all i at once (all reads happen before any write).
+    // cache {K, S}; src, dst i32 {N}. Commits an accepted tree branch by compacting its slots.
+    virtual void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) = 0;
+    // out[m] = index of the largest x[m][k] (the first on ties). x f32 {K, M}; out i32 {M}.
+    virtual void argmax(const tensor& x, const tensor& out) = 0;
+};
+
+// The compiled-in backends, in a fixed order: "cpu_ref", "cpu", then GPU backends when built.
+std::vector<std::string> backend_names();
+// Creates a backend by name; throws tandem::error (invalid argument) naming the known backends.
+std::unique_ptr<backend> make_backend(const std::string& name);
+
+}  // namespace tandem

@@ -1,0 +1,114 @@
+/* Tandem public API: load a GGUF model on a backend, tokenize, run generation sessions, read timings.
+ * C-compatible at the boundary (opaque handles, status codes, caller-owned buffers) so that C, JNI and
+ * Python ctypes bindings are possible. No function throws or exits; on failure it returns a status and
+ * tandem_last_error() describes the problem. Handles are not thread-safe; use one session per thread. */
+#ifndef TANDEM_H
+#define TANDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum tandem_status {
+    TANDEM_OK = 0,
+    TANDEM_ERR_INVALID_ARGUMENT = 1, /* a caller error: null handle, bad option value, token out of range */
+    TANDEM_ERR_IO = 2,               /* a file could not be opened, read or written */
+    TANDEM_ERR_FORMAT = 3,           /* a file is truncated, corrupt or not what it claims to be */
+    TANDEM_ERR_UNSUPPORTED = 4,      /* a valid file or request this build cannot run (type, architecture) */
+    TANDEM_ERR_BACKEND = 5,          /* a device or driver failure */
+    TANDEM_ERR_CONTEXT_FULL = 6,     /* the session's KV cache has no room for more tokens */
+    TANDEM_ERR_BUFFER_TOO_SMALL = 7, /* a caller buffer is too small; the needed size is reported */
+    TANDEM_ERR_INTERNAL = 8          /* a broken invariant inside Tandem: a bug, please report it */
+} tandem_status;
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next call. */
+const char* tandem_last_error(void);
+const char* tandem_status_name(tandem_status status);
+const char* tandem_version(void);
+
+/* ---- backends ---- */
+/* Number of compiled-in backends and their names ("cpu_ref", "cpu", ...). */
+size_t tandem_backend_count(void);
+const char* tandem_backend_name(size_t index);
+
+/* ---- models ---- */
+typedef struct tandem_model tandem_model;
+
+typedef struct tandem_model_params {
+    const char* backend; /* backend name; NULL means "cpu" */
+    int n_threads;       /* CPU threads for the cpu backend; <= 0 means all cores */
+    int n_ctx;           /* KV cache capacity per session in tokens; <= 0 means the model's context length */
+} tandem_model_params;
+
+tandem_model_params tandem_model_default_params(void);
+tandem_status tandem_model_load(const char* path, const tandem_model_params* params, tandem_model** out);
+void tandem_model_free(tandem_model* model);
+
+typedef struct tandem_model_desc {
+    int32_t n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, n_ctx_train;
+    int32_t bos, eos;
+    uint64_t vocab_fingerprint; /* hash over every token's text and type; equal iff vocabularies match */
+} tandem_model_desc;
+tandem_status tandem_model_describe(const tandem_model* model, tandem_model_desc* out);
+
+/* Text report of a GGUF file without loading weights: metadata, tensors and the vocabulary fingerprint.
+ * Writes at most cap bytes including the NUL; *needed receives the full length + 1. */
+tandem_status tandem_gguf_report(const char* path, char* buf, size_t cap, size_t* needed);
+
+/* Convert a llama2.c checkpoint (+ its tokenizer .bin) into a GGUF v3 file. */
+tandem_status tandem_convert_llama2c(const char* checkpoint, const char* tokenizer, const char* out_path,
+                                     const char* model_name);
+
+/* ---- tokenizer ---- */
+/* Encode UTF-8 text (len bytes, any bytes allowed) with a dummy-prefix space, optionally BOS first.
+ * *n_out receives the token count; if cap is too small, TANDEM_ERR_BUFFER_TOO_SMALL. */
+tandem_status tandem_tokenize(const tandem_model* model, const char* text, size_t len, int add_bos,
+                              int32_t* tokens, size_t cap, size_t* n_out);
+/* The bytes token `token` contributes when it follows `prev` (a leading space after BOS is dropped,
+ * <0xNN> byte tokens become that byte). Not NUL-terminated; *n_out receives the length. */
+tandem_status tandem_token_to_piece(const tandem_model* model, int32_t prev, int32_t token, char* buf, size_t cap,
+                                    size_t* n_out);
+
+/* ---- sessions ---- */
+typedef struct tandem_session tandem_session;
+
+typedef struct tandem_sampling_params {
+    float temperature;        /* 0 = greedy */
+    int32_t top_k;            /* 0 = off */
+    float top_p;              /* 1 = off */
+    float min_p;              /* 0 = off */
+    float repeat_penalty;     /* 1 = off */
+    int32_t repeat_last_n;    /* window of recent tokens the penalty looks at */
+    uint64_t seed;
+} tandem_sampling_params;
+
+tandem_sampling_params tandem_sampling_default_params(void);
+tandem_status tandem_session_open(tandem_model* model, const tandem_sampling_params* params, tandem_session** out);
+void tandem_session_free(tandem_session* session);
+/* Forget every token (empty KV cache); sampling state is re-seeded. */
+tandem_status tandem_session_reset(tandem_session* session);
+/* Feed tokens (the prompt, or any continuation) in one batched forward pass. */
+tandem_status tandem_session_feed(tandem_session* session, const int32_t* tokens, size_t n);
+/* Sample the next token from the last fed position and feed it. *token receives it. */
+tandem_status tandem_session_step(tandem_session* session, int32_t* token);
+/* Feed tokens and write the logits of every fed position (n * n_vocab floats, row-major). */
+tandem_status tandem_session_eval(tandem_session* session, const int32_t* tokens, size_t n, float* logits);
+/* Number of tokens in the session's cache. */
+size_t tandem_session_length(const tandem_session* session);
+
+typedef struct tandem_timings {
+    uint64_t prompt_tokens;  /* tokens fed through tandem_session_feed/eval */
+    double prompt_seconds;
+    uint64_t gen_tokens;     /* tokens produced by tandem_session_step */
+    double gen_seconds;
+} tandem_timings;
+tandem_status tandem_session_timings(const tandem_session* session, tandem_timings* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TANDEM_H */
