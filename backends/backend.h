@@ -84,6 +84,7 @@ class backend {
     // A buffer holding a copy of (or, on host-addressable backends, a zero-copy view of) host memory that
     // stays valid and unchanged for the buffer's life. Default: alloc + upload.
     virtual std::unique_ptr<buffer> wrap_host(const void* data, size_t bytes);
+    // Ordered after every op already enqueued (an op enqueued earlier sees the old contents); blocking.
     virtual void upload(buffer& dst, size_t offset, const void* src, size_t bytes) = 0;
     // Waits for every enqueued op, then copies.
     virtual void download(const buffer& src, size_t offset, void* dst, size_t bytes) = 0;

@@ -229,6 +229,8 @@ std::string gguf_value::to_string(size_t max_items) const {
                 for (size_t i = 0; i < x.size() && i < max_items; ++i) {
                     if (i) s << ", ";
                     if constexpr (std::is_same_v<typename T::value_type, std::string>) s << '"' << x[i] << '"';
+                    else if constexpr (std::is_same_v<typename T::value_type, bool>)
+                        s << (x[i] ? "true" : "false");
                     else s << x[i];
                 }
                 if (x.size() > max_items) s << ", ...";

@@ -34,6 +34,10 @@ const char* tandem_version(void);
 size_t tandem_backend_count(void);
 const char* tandem_backend_name(size_t index);
 
+/* Text report of the compute devices of every compiled-in GPU backend (OpenCL platforms and devices:
+ * index, name, type, driver, compute units, limits, fp16). Same buffer protocol as tandem_gguf_report. */
+tandem_status tandem_devices_report(char* buf, size_t cap, size_t* needed);
+
 /* ---- models ---- */
 typedef struct tandem_model tandem_model;
 
@@ -61,6 +65,20 @@ tandem_status tandem_gguf_report(const char* path, char* buf, size_t cap, size_t
 /* Convert a llama2.c checkpoint (+ its tokenizer .bin) into a GGUF v3 file. */
 tandem_status tandem_convert_llama2c(const char* checkpoint, const char* tokenizer, const char* out_path,
                                      const char* model_name);
+
+/* ---- evaluation ---- */
+typedef struct tandem_perplexity_result {
+    int64_t n_tokens;  /* scored tokens */
+    int64_t n_windows;
+    double mean_nll;   /* nats per token */
+    double perplexity; /* exp(mean_nll) */
+    double seconds;
+} tandem_perplexity_result;
+typedef void (*tandem_progress_fn)(int64_t done, int64_t total, void* user);
+/* The perplexity protocol of engine/perplexity.h: tokenize (dummy prefix once, no BOS), cut into windows of
+ * `window` tokens, evaluate each from an empty cache as BOS + window, score every token. */
+tandem_status tandem_perplexity(const tandem_model* model, const char* text, size_t len, int32_t window,
+                                tandem_progress_fn progress, void* user, tandem_perplexity_result* out);
 
 /* ---- tokenizer ---- */
 /* Encode UTF-8 text (len bytes, any bytes allowed) with a dummy-prefix space, optionally BOS first.

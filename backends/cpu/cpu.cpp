@@ -1,0 +1,275 @@
+// cpu: the fast CPU backend. Host memory (zero-copy wrap_host), a persistent thread pool for every loop
+// worth spreading, OpenBLAS for f32 GEMM, vector kernels (cpu_simd.h) for the rest. matmul and attention
+// live in cpu_matmul.cpp and cpu_attention.cpp; the element-wise and row-wise ops are here.
+#include "backends/cpu/cpu.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/cpu_simd.h"
+#include "backends/cpu/host_buffer.h"
+#include "backends/cpu/thread_pool.h"
+#include "backends/op_checks.h"
+#include "engine/error.h"
+
+namespace tandem {
+
+namespace {
+
+int default_threads() { return std::max(1, int(std::thread::hardware_concurrency())); }
+
+// Rows of a cache or table must be addressed within their tensor: bad ids come from callers.
+void check_index(const char* op, const char* what, int64_t id, int64_t n_rows) {
+    if (id < 0 || id >= n_rows) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, std::string(op) + ": " + what + " " + std::to_string(id) +
+                                                     " outside [0, " + std::to_string(n_rows) + ")");
+    }
+}
+
+char* row_ptr(const tensor& t, int64_t row) { return t.host<char>() + size_t(row) * t.row_bytes(); }
+
+// out[i] = f(i) over a flat range [0, n), split over the pool in blocks of whole vectors.
+template <typename F>
+void for_elements(thread_pool& pool, int64_t n, F&& f) {
+    pool.parallel_for((n + simd::width - 1) / simd::width, cpu::grain(simd::width),
+                      [&](int64_t b, int64_t e) { f(b * simd::width, std::min(n, e * simd::width)); });
+}
+
+class cpu_backend final : public host_memory_backend {
+   public:
+    cpu_backend() { set_threads(default_threads()); }
+
+    std::string name() const override { return "cpu"; }
+
+    bool supports(op o, dtype t) const override {
+        switch (o) {
+            case op::get_rows: case op::matmul: return t == dtype::f32 || t == dtype::f16;
+            case op::attention: case op::kv_write: case op::kv_copy: return t == dtype::f32 || t == dtype::f16;
+            default: return t == dtype::f32;
+        }
+    }
+
+    void set_threads(int n) override {
+        n = n > 0 ? n : default_threads();
+        if (!pool_ || pool_->size() != n) {
+            pool_.reset();  // join the old workers before starting new ones
+            pool_ = std::make_unique<thread_pool>(n);
+        }
+        cpu::set_blas_threads(n);
+    }
+
+    void get_rows(const tensor& table, const tensor& ids, const tensor& out) override {
+        checks::get_rows(table, ids, out);
+        const int64_t k = table.ne[0], m_rows = ids.nelements();
+        const int32_t* id = ids.host<const int32_t>();
+        for (int64_t m = 0; m < m_rows; ++m) check_index("get_rows", "id", id[m], table.nrows());
+        if (table.type != dtype::f32 && table.type != dtype::f16) {
+            throw error(TANDEM_ERR_UNSUPPORTED, "cpu get_rows: table type " + std::string(dtype_name(table.type)));
+        }
+        pool_->parallel_for(m_rows, cpu::grain(k), [&](int64_t b, int64_t e) {
+            for (int64_t m = b; m < e; ++m) {
+                float* o = out.host<float>() + m * k;
+                if (table.type == dtype::f32) {
+                    std::memcpy(o, row_ptr(table, id[m]), size_t(k) * 4);
+                } else {
+                    simd::convert(reinterpret_cast<const uint16_t*>(row_ptr(table, id[m])), o, k);
+                }
+            }
+        });
+    }
+
+    void rms_norm(const tensor& x, const tensor& w, float eps, const tensor& out) override {
+        checks::rms_norm(x, w, out);
+        const int64_t k = x.ne[0];
+        const float* wp = w.host<const float>();
+        pool_->parallel_for(x.nrows(), cpu::grain(k), [&](int64_t b, int64_t e) {
+            using namespace simd;
+            for (int64_t m = b; m < e; ++m) {
+                const float* xr = x.host<const float>() + m * k;
+                float* o = out.host<float>() + m * k;
+                const float scale = 1.f / std::sqrt(dot(xr, xr, k) / float(k) + eps);
+                const vf sv = set1(scale);
+                int64_t i = 0;
+                for (; i + width <= k; i += width) store(o + i, mul(mul(load(xr + i), sv), load(wp + i)));
+                for (; i < k; ++i) o[i] = xr[i] * scale * wp[i];
+            }
+        });
+    }
+
+    void matmul(const tensor& w, const tensor& x, const tensor& out) override {
+        checks::matmul(w, x, out);
+        cpu::matmul(*pool_, w, x, out);
+    }
+
+    void rope(const tensor& x, const tensor& pos, const rope_params& p) override {
+        checks::rope(x, pos, p);
+        const int64_t d = x.ne[0], h = x.ne[1], m_rows = x.ne[2] * x.ne[3], half = p.n_rot / 2;
+        // The same float expression as cpu_ref, so angles agree exactly even at large positions.
+        std::vector<float> inv_freq(static_cast<size_t>(half));
+        for (int64_t i = 0; i < half; ++i)
+            inv_freq[size_t(i)] = 1.f / std::pow(p.freq_base, float(2 * i) / float(p.n_rot));
+        const int32_t* ps = pos.host<const int32_t>();
+        pool_->parallel_for(m_rows, cpu::grain(d * h * 4), [&](int64_t b, int64_t e) {
+            std::vector<float> cs(size_t(half) * 2);
+            for (int64_t m = b; m < e; ++m) {
+                const float position = float(ps[m]);
+                for (int64_t i = 0; i < half; ++i) {
+                    const float theta = position * inv_freq[size_t(i)];
+                    cs[size_t(2 * i)] = std::cos(theta), cs[size_t(2 * i + 1)] = std::sin(theta);
+                }
+                for (int64_t head = 0; head < h; ++head) {
+                    float* v = x.host<float>() + (m * h + head) * d;
+                    for (int64_t i = 0; i < half; ++i) {
+                        const float c = cs[size_t(2 * i)], s = cs[size_t(2 * i + 1)];
+                        const float a = v[2 * i], bb = v[2 * i + 1];
+                        v[2 * i] = a * c - bb * s;
+                        v[2 * i + 1] = a * s + bb * c;
+                    }
+                }
+            }
+        });
+    }
+
+    void attention(const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,
+                   const tensor& slots, const attention_params& p, const tensor& out) override {
+        checks::attention(q, k_cache, v_cache, meta, slots, out);
+        cpu::attention(*pool_, q, k_cache, v_cache, meta, slots, p, out);
+    }
+
+    void swiglu(const tensor& gate, const tensor& up, const tensor& out) override {
+        checks::same_f32("swiglu", gate, up, out);
+        const float* g = gate.host<const float>();
+        const float* u = up.host<const float>();
+        float* o = out.host<float>();
+        for_elements(*pool_, gate.nelements(), [&](int64_t b, int64_t e) {
+            using namespace simd;
+            int64_t i = b;
+            for (; i + width <= e; i += width) {
+                const vf gv = load(g + i);
+                const vf silu = div(gv, simd::add(set1(1.f), simd::exp(mul(gv, set1(-1.f)))));
+                store(o + i, mul(silu, load(u + i)));
+            }
+            for (; i < e; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+        });
+    }
+
+    void add(const tensor& a, const tensor& b, const tensor& out) override {
+        checks::same_f32("add", a, b, out);
+        const float* ap = a.host<const float>();
+        const float* bp = b.host<const float>();
+        float* o = out.host<float>();
+        for_elements(*pool_, a.nelements(), [&](int64_t lo, int64_t hi) {
+            using namespace simd;
+            int64_t i = lo;
+            for (; i + width <= hi; i += width) store(o + i, simd::add(load(ap + i), load(bp + i)));
+            for (; i < hi; ++i) o[i] = ap[i] + bp[i];
+        });
+    }
+
+    void softmax(const tensor& x, const tensor& out) override {
+        checks::softmax(x, out);
+        const int64_t k = x.ne[0];
+        if (k == 0) return;
+        pool_->parallel_for(x.nrows(), cpu::grain(k * 4), [&](int64_t b, int64_t e) {
+            using namespace simd;
+            for (int64_t m = b; m < e; ++m) {
+                const float* xr = x.host<const float>() + m * k;
+                float* o = out.host<float>() + m * k;
+                const float best = row_max(xr, k);
+                const vf shift = set1(-best);
+                vf sv = zero();
+                int64_t i = 0;
+                for (; i + width <= k; i += width) {
+                    const vf ev = simd::exp(simd::add(load(xr + i), shift));
+                    store(o + i, ev);
+                    sv = simd::add(sv, ev);
+                }
+                float sum = reduce_add(sv);
+                for (; i < k; ++i) sum += (o[i] = std::exp(xr[i] - best));
+                const float inv = 1.f / sum;
+                const vf iv = set1(inv);
+                for (i = 0; i + width <= k; i += width) store(o + i, mul(load(o + i), iv));
+                for (; i < k; ++i) o[i] *= inv;
+            }
+        });
+    }
+
+    void kv_write(const tensor& src, const tensor& cache, const tensor& slots) override {
+        checks::kv_write(src, cache, slots);
+        const int32_t* sl = slots.host<const int32_t>();
+        const int64_t k = src.ne[0], m_rows = src.nrows();
+        for (int64_t m = 0; m < m_rows; ++m) check_index("kv_write", "slot", sl[m], cache.nrows());
+        if (cache.type != dtype::f32 && cache.type != dtype::f16) {
+            throw error(TANDEM_ERR_UNSUPPORTED, "cpu kv_write: cache type " + std::string(dtype_name(cache.type)));
+        }
+        pool_->parallel_for(m_rows, cpu::grain(k), [&](int64_t b, int64_t e) {
+            for (int64_t m = b; m < e; ++m) {
+                const float* s = src.host<const float>() + m * k;
+                if (cache.type == dtype::f32) {
+                    std::memcpy(row_ptr(cache, sl[m]), s, size_t(k) * 4);
+                } else {
+                    simd::convert(s, reinterpret_cast<uint16_t*>(row_ptr(cache, sl[m])), k);
+                }
+            }
+        });
+    }
+
+    void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) override {
+        checks::kv_copy(cache, src, dst);
+        const int32_t* s = src.host<const int32_t>();
+        const int32_t* d = dst.host<const int32_t>();
+        const int64_t n = src.nelements();
+        for (int64_t i = 0; i < n; ++i) {
+            check_index("kv_copy", "src slot", s[i], cache.nrows());
+            check_index("kv_copy", "dst slot", d[i], cache.nrows());
+        }
+        // All reads before any write, so overlapping moves (compaction) see the old rows. A few rows per
+        // layer: a serial memcpy is faster than waking workers.
+        const size_t rb = cache.row_bytes();
+        staged_.resize(rb * size_t(n));
+        for (int64_t i = 0; i < n; ++i) std::memcpy(staged_.data() + rb * size_t(i), row_ptr(cache, s[i]), rb);
+        for (int64_t i = 0; i < n; ++i) std::memcpy(row_ptr(cache, d[i]), staged_.data() + rb * size_t(i), rb);
+    }
+
+    void argmax(const tensor& x, const tensor& out) override {
+        checks::argmax(x, out);
+        const int64_t k = x.ne[0];
+        pool_->parallel_for(x.nrows(), cpu::grain(k), [&](int64_t b, int64_t e) {
+            for (int64_t m = b; m < e; ++m) {
+                const float* xr = x.host<const float>() + m * k;
+                // Vector max, then the first index holding it: the first on ties, like cpu_ref.
+                const float best = row_max(xr, k);
+                int64_t i = 0;
+                while (i < k && !(xr[i] == best)) ++i;
+                out.host<int32_t>()[m] = int32_t(i < k ? i : 0);
+            }
+        });
+    }
+
+   private:
+    static float row_max(const float* x, int64_t k) {
+        using namespace simd;
+        float best = -std::numeric_limits<float>::infinity();
+        int64_t i = 0;
+        if (k >= width) {
+            vf mv = load(x);
+            for (i = width; i + width <= k; i += width) mv = simd::max(mv, load(x + i));
+            best = reduce_max(mv);
+        }
+        for (; i < k; ++i) best = std::max(best, x[i]);
+        return best;
+    }
+
+    std::unique_ptr<thread_pool> pool_;
+    std::vector<char> staged_;  // kv_copy's reads, kept to avoid an allocation per call
+};
+
+}  // namespace
+
+std::unique_ptr<backend> make_cpu_backend() { return std::make_unique<cpu_backend>(); }
+
+}  // namespace tandem

@@ -1,0 +1,138 @@
+// matmul for the cpu backend: out[M, N] = x[M, K] * w[N, K]^T.
+// f32 weights with many rows (prefill) go to OpenBLAS SGEMM; decode, verification batches and f16 weights
+// use our own kernel, parallel over output columns n, reading each weight row once per register tile of
+// activation rows.
+#include <cblas.h>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/cpu_simd.h"
+#include "engine/error.h"
+
+namespace tandem::cpu {
+
+namespace {
+
+// Register tiles: tile_m activation rows x tile_n weight rows of accumulators, plus tile_n weight vectors
+// and one activation vector, must fit the register file: 2 x 5 uses all 16 AVX2 registers (the fastest of
+// the shapes measured on Zen 3/4: 2x4, 4x3, 6x2, 3x3, 4x4); AVX-512 has 32 and takes 4 x 4 (not measured:
+// no AVX-512 machine was at hand). One activation row (decode GEMV) reads 8 weight rows at once.
+#if defined(__AVX512F__)
+constexpr int tile_m = 4, tile_n = 4;
+#else
+constexpr int tile_m = 2, tile_n = 5;
+#endif
+constexpr int gemv_n = 8;
+
+// f32 weights go to OpenBLAS SGEMM from this many activation rows on. Below it our kernel is faster:
+// measured at K=768 N=2048 on 2 threads, 155 vs 999 us at M=2, 637 vs 994 us at M=16, about even at M=64,
+// while SGEMM wins from M=128 (4.9 vs 5.5 ms) and at M=512 (25 vs 34 ms).
+constexpr int64_t blas_min_rows = 64;
+
+// Keeps v in a register: without it GCC folds a reused load into every FMA that uses it, and the extra
+// loads, not the FMAs, then limit the tile (measured: up to 2x slower depending on the tile shape).
+template <typename V>
+inline void pin_register(V& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX512F__)
+    asm("" : "+v"(v));  // "v": any of the 32 AVX-512 registers
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX2__)
+    asm("" : "+x"(v));
+#else
+    (void)v;
+#endif
+}
+
+// out[mb][nb] = dot(x row mb, w row nb) for an MB x NB tile. w rows are k apart; x rows are k apart;
+// out rows are ldo apart.
+template <int MB, int NB, typename WT>
+void tile(const WT* w, const float* x, int64_t k, float* out, int64_t ldo) {
+    using namespace simd;
+    vf acc[MB][NB];
+    for (auto& row : acc)
+        for (auto& a : row) a = zero();
+    int64_t i = 0;
+    for (; i + width <= k; i += width) {
+        vf wv[NB];
+        for (int nb = 0; nb < NB; ++nb) {
+            wv[nb] = load(w + nb * k + i);
+            if constexpr (MB > 1) pin_register(wv[nb]);  // one row: each weight vector is used once
+        }
+        for (int mb = 0; mb < MB; ++mb) {
+            vf xv = load(x + mb * k + i);
+            pin_register(xv);
+            for (int nb = 0; nb < NB; ++nb) acc[mb][nb] = fma(xv, wv[nb], acc[mb][nb]);
+        }
+    }
+    for (int mb = 0; mb < MB; ++mb) {
+        for (int nb = 0; nb < NB; ++nb) {
+            float s = reduce_add(acc[mb][nb]);
+            for (int64_t j = i; j < k; ++j) s += to_f32(w[nb * k + j]) * x[mb * k + j];
+            out[mb * ldo + nb] = s;
+        }
+    }
+}
+
+// Output columns [n0, n1) for all rows of x, weight rows outermost so each stays in L1 while the
+// activation rows stream past it.
+template <int MB, typename WT>
+void rows_block(const WT* w, const float* x, int64_t k, int64_t n0, int64_t n1, float* out, int64_t n) {
+    int64_t j = n0;
+    for (; j + tile_n <= n1; j += tile_n) tile<MB, tile_n>(w + j * k, x, k, out + j, n);
+    for (; j < n1; ++j) tile<MB, 1>(w + j * k, x, k, out + j, n);
+}
+
+// Rows [r, m) of x in blocks of MB, then the remainder with smaller blocks.
+template <int MB, typename WT>
+void all_rows(const WT* w, const float* x, int64_t k, int64_t j0, int64_t j1, float* out, int64_t n, int64_t m) {
+    int64_t r = 0;
+    for (; r + MB <= m; r += MB) rows_block<MB>(w, x + r * k, k, j0, j1, out + r * n, n);
+    if constexpr (MB > 1) {
+        if (r < m) all_rows<MB - 1>(w, x + r * k, k, j0, j1, out + r * n, n, m - r);
+    }
+}
+
+template <typename WT>
+void matmul_own(thread_pool& pool, const WT* w, const float* x, float* out, int64_t k, int64_t n, int64_t m) {
+    if (m == 1) {
+        const int64_t groups = (n + gemv_n - 1) / gemv_n;
+        pool.parallel_for(groups, grain(gemv_n * k), [&](int64_t g0, int64_t g1) {
+            const int64_t n1 = std::min(n, g1 * gemv_n);
+            int64_t j = g0 * gemv_n;
+            for (; j + gemv_n <= n1; j += gemv_n) tile<1, gemv_n>(w + j * k, x, k, out + j, n);
+            for (; j < n1; ++j) tile<1, 1>(w + j * k, x, k, out + j, n);
+        });
+        return;
+    }
+    const int64_t groups = (n + tile_n - 1) / tile_n;
+    pool.parallel_for(groups, grain(tile_n * k * m), [&](int64_t g0, int64_t g1) {
+        const int64_t n0 = g0 * tile_n, n1 = std::min(n, g1 * tile_n);
+        for (int64_t j = n0; j < n1; j += tile_n) all_rows<tile_m>(w, x, k, j, std::min(n1, j + tile_n), out, n, m);
+    });
+}
+
+}  // namespace
+
+void set_blas_threads(int n) { openblas_set_num_threads(n); }
+
+void matmul(thread_pool& pool, const tensor& w, const tensor& x, const tensor& out) {
+    const int64_t k = w.ne[0], n = w.nrows(), m = x.nrows();
+    const float* xp = x.host<const float>();
+    float* op = out.host<float>();
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        std::fill(op, op + m * n, 0.f);
+        return;
+    }
+    switch (w.type) {
+        case dtype::f32:
+            if (m < blas_min_rows) return matmul_own(pool, w.host<const float>(), xp, op, k, n, m);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(m), blasint(n), blasint(k), 1.f, xp,
+                        blasint(k), w.host<const float>(), blasint(k), 0.f, op, blasint(n));
+            return;
+        case dtype::f16:
+            return matmul_own(pool, w.host<const uint16_t>(), xp, op, k, n, m);
+        default:
+            throw error(TANDEM_ERR_UNSUPPORTED, "cpu matmul: weight type " + std::string(dtype_name(w.type)));
+    }
+}
+
+}  // namespace tandem::cpu

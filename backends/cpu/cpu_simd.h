@@ -1,0 +1,155 @@
+// A minimal vector-of-floats vocabulary for the CPU kernels, so each kernel is written once: AVX-512
+// (16 lanes), AVX2 + FMA + F16C (8 lanes) or scalar (1 lane), chosen by the compiler flags of the build.
+// Loads from f16 memory convert exactly (f16 -> f32 is exact); stores to f16 round to nearest even.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "engine/types.h"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#include <immintrin.h>
+#endif
+
+namespace tandem::simd {
+
+#if defined(__AVX512F__)
+
+constexpr int width = 16;
+using vf = __m512;
+inline vf zero() { return _mm512_setzero_ps(); }
+inline vf set1(float a) { return _mm512_set1_ps(a); }
+inline vf load(const float* p) { return _mm512_loadu_ps(p); }
+inline vf load(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline void store(float* p, vf a) { _mm512_storeu_ps(p, a); }
+inline void store(uint16_t* p, vf a) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+inline vf add(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline vf div(vf a, vf b) { return _mm512_div_ps(a, b); }
+inline vf max(vf a, vf b) { return _mm512_max_ps(a, b); }
+inline vf fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c
+inline float reduce_add(vf a) { return _mm512_reduce_add_ps(a); }
+inline float reduce_max(vf a) { return _mm512_reduce_max_ps(a); }
+
+inline vf min(vf a, vf b) { return _mm512_min_ps(a, b); }
+inline vf fnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
+inline vf round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// 2^n for integral n in [-126, 127], built in the exponent field.
+inline vf pow2i(vf n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+}
+// a where x >= t, else 0.
+inline vf keep_ge(vf a, vf x, float t) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, set1(t), _CMP_GE_OQ), a); }
+
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+constexpr int width = 8;
+using vf = __m256;
+inline vf zero() { return _mm256_setzero_ps(); }
+inline vf set1(float a) { return _mm256_set1_ps(a); }
+inline vf load(const float* p) { return _mm256_loadu_ps(p); }
+inline vf load(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline void store(float* p, vf a) { _mm256_storeu_ps(p, a); }
+inline void store(uint16_t* p, vf a) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+inline vf add(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline vf div(vf a, vf b) { return _mm256_div_ps(a, b); }
+inline vf max(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline vf fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline float reduce_add(vf a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+inline float reduce_max(vf a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+inline vf min(vf a, vf b) { return _mm256_min_ps(a, b); }
+inline vf fnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+inline vf round(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf pow2i(vf n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+inline vf keep_ge(vf a, vf x, float t) { return _mm256_and_ps(a, _mm256_cmp_ps(x, set1(t), _CMP_GE_OQ)); }
+
+#else
+
+constexpr int width = 1;
+using vf = float;
+inline vf zero() { return 0.f; }
+inline vf set1(float a) { return a; }
+inline vf load(const float* p) { return *p; }
+inline vf load(const uint16_t* p) { return fp16_to_fp32(*p); }
+inline void store(float* p, vf a) { *p = a; }
+inline void store(uint16_t* p, vf a) { *p = fp32_to_fp16(a); }
+inline vf add(vf a, vf b) { return a + b; }
+inline vf mul(vf a, vf b) { return a * b; }
+inline vf div(vf a, vf b) { return a / b; }
+inline vf max(vf a, vf b) { return a > b ? a : b; }
+inline vf fma(vf a, vf b, vf c) { return a * b + c; }
+inline float reduce_add(vf a) { return a; }
+inline float reduce_max(vf a) { return a; }
+inline vf exp(vf x) { return std::exp(x); }
+
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+// e^x to about 2 ulp, the same algorithm on both vector widths: x = n ln2 + r with |r| <= ln2 / 2
+// (ln2 split in two parts for an exact reduction), e^r by the Cephes expf polynomial, times 2^n. Results
+// below FLT_MIN (x < -87.34) are flushed to 0; x above 88.37 is clamped (e^x ~ 2.4e38).
+inline vf exp(vf x) {
+    constexpr float lo = -87.33654f, hi = 88.37f;  // hi keeps n <= 127
+    const vf xc = min(max(x, set1(lo)), set1(hi));
+    const vf n = round(mul(xc, set1(1.44269504088896341f)));
+    vf r = fnma(n, set1(0.693359375f), xc);
+    r = fnma(n, set1(-2.12194440e-4f), r);
+    vf p = set1(1.9875691500e-4f);
+    p = fma(p, r, set1(1.3981999507e-3f));
+    p = fma(p, r, set1(8.3334519073e-3f));
+    p = fma(p, r, set1(4.1665795894e-2f));
+    p = fma(p, r, set1(1.6666665459e-1f));
+    p = fma(p, r, set1(5.0000001201e-1f));
+    const vf y = add(fma(mul(p, r), r, r), set1(1.f));
+    return keep_ge(mul(y, pow2i(n)), x, lo);
+}
+#endif
+
+// Scalar element access for loop tails.
+inline float to_f32(float v) { return v; }
+inline float to_f32(uint16_t v) { return fp16_to_fp32(v); }
+inline void from_f32(float* p, float v) { *p = v; }
+inline void from_f32(uint16_t* p, float v) { *p = fp32_to_fp16(v); }
+
+// sum_i a[i] * b[i] with vector accumulators (two chains to hide FMA latency).
+template <typename TA, typename TB>
+inline float dot(const TA* a, const TB* b, int64_t n) {
+    vf s0 = zero(), s1 = zero();
+    int64_t i = 0;
+    for (; i + 2 * width <= n; i += 2 * width) {
+        s0 = fma(load(a + i), load(b + i), s0);
+        s1 = fma(load(a + i + width), load(b + i + width), s1);
+    }
+    for (; i + width <= n; i += width) s0 = fma(load(a + i), load(b + i), s0);
+    float s = reduce_add(add(s0, s1));
+    for (; i < n; ++i) s += to_f32(a[i]) * to_f32(b[i]);
+    return s;
+}
+
+// dst[i] = src[i] converted (f32 <-> f16 or a copy).
+template <typename TS, typename TD>
+inline void convert(const TS* src, TD* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + width <= n; i += width) store(dst + i, load(src + i));
+    for (; i < n; ++i) from_f32(dst + i, to_f32(src[i]));
+}
+
+}  // namespace tandem::simd

@@ -1,0 +1,39 @@
+// Host buffers and the memory half of the CPU backends.
+#include "backends/cpu/host_buffer.h"
+
+#include <new>
+
+#include "engine/error.h"
+
+namespace tandem {
+
+host_buffer::host_buffer(size_t bytes) : size_(bytes), owned_(true) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    data_ = std::aligned_alloc(64, rounded ? rounded : 64);
+    if (!data_) throw error(TANDEM_ERR_BACKEND, "out of host memory allocating " + std::to_string(bytes) + " bytes");
+    std::memset(data_, 0, rounded ? rounded : 64);
+}
+
+host_buffer::host_buffer(const void* data, size_t bytes) : data_(const_cast<void*>(data)), size_(bytes) {}
+
+host_buffer::~host_buffer() {
+    if (owned_) std::free(data_);
+}
+
+std::unique_ptr<buffer> host_memory_backend::alloc(size_t bytes) { return std::make_unique<host_buffer>(bytes); }
+
+std::unique_ptr<buffer> host_memory_backend::wrap_host(const void* data, size_t bytes) {
+    return std::make_unique<host_buffer>(data, bytes);
+}
+
+void host_memory_backend::upload(buffer& dst, size_t offset, const void* src, size_t bytes) {
+    TANDEM_ASSERT(offset <= dst.size() && bytes <= dst.size() - offset);
+    std::memcpy(static_cast<char*>(dst.host_ptr()) + offset, src, bytes);
+}
+
+void host_memory_backend::download(const buffer& src, size_t offset, void* dst, size_t bytes) {
+    TANDEM_ASSERT(offset <= src.size() && bytes <= src.size() - offset);
+    std::memcpy(dst, static_cast<const char*>(const_cast<buffer&>(src).host_ptr()) + offset, bytes);
+}
+
+}  // namespace tandem

@@ -1,0 +1,41 @@
+// Host memory buffers shared by the CPU backends: owned (aligned heap) or a zero-copy view of memory
+// the caller keeps alive (the model's mmap). Both are host-addressable.
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "backends/backend.h"
+
+namespace tandem {
+
+class host_buffer final : public buffer {
+   public:
+    // Owned, 64-byte aligned, zero-initialised.
+    explicit host_buffer(size_t bytes);
+    // Non-owning view of [data, data + bytes); the memory must outlive the buffer and stay unchanged.
+    host_buffer(const void* data, size_t bytes);
+    ~host_buffer() override;
+    host_buffer(const host_buffer&) = delete;
+    host_buffer& operator=(const host_buffer&) = delete;
+
+    size_t size() const override { return size_; }
+    void* host_ptr() override { return data_; }
+
+   private:
+    void* data_ = nullptr;
+    size_t size_ = 0;
+    bool owned_ = false;
+};
+
+// Base for backends whose memory is host memory: alloc, wrap_host (zero-copy), upload, download.
+class host_memory_backend : public backend {
+   public:
+    std::unique_ptr<buffer> alloc(size_t bytes) override;
+    std::unique_ptr<buffer> wrap_host(const void* data, size_t bytes) override;
+    void upload(buffer& dst, size_t offset, const void* src, size_t bytes) override;
+    void download(const buffer& src, size_t offset, void* dst, size_t bytes) override;
+};
+
+}  // namespace tandem

@@ -1,0 +1,146 @@
+// The CPU backend's thread pool. Workers spin briefly after a job (ops of one forward pass arrive back to
+// back, and a futex wake costs more than a small op) and then sleep on a condition variable.
+#include "backends/cpu/thread_pool.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace tandem {
+
+namespace {
+
+// Short enough not to steal a core from OpenBLAS's own threads for long, long enough to bridge the gap
+// between consecutive ops of a forward pass.
+constexpr auto spin_time = std::chrono::microseconds(50);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#else
+    std::this_thread::yield();
+#endif
+}
+
+// Spins until done() or spin_time has passed; true when done() became true.
+template <typename F>
+bool spin_until(F&& done) {
+    const auto deadline = std::chrono::steady_clock::now() + spin_time;
+    for (int i = 0;; ++i) {
+        if (done()) return true;
+        cpu_relax();
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return done();
+    }
+}
+
+struct job {
+    uint32_t gen;
+    void (*fn)(void*, int64_t, int64_t);
+    void* ctx;
+    int64_t n_items, chunk, n_chunks;
+};
+
+}  // namespace
+
+thread_pool::thread_pool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+    workers_.reserve(size_t(n_threads_ - 1));
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+thread_pool::~thread_pool() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        stop_.store(true, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+}
+
+void thread_pool::run(int64_t n_items, int64_t min_chunk, void* ctx, trampoline fn) {
+    if (n_items <= 0) return;
+    min_chunk = std::max<int64_t>(1, min_chunk);
+    if (n_threads_ == 1 || n_items <= min_chunk) {
+        fn(ctx, 0, n_items);
+        return;
+    }
+    std::lock_guard<std::mutex> call(call_mu_);
+    // About four chunks per thread: balances a thread that was descheduled without much claiming traffic.
+    const int64_t per = int64_t(n_threads_) * 4;
+    const int64_t chunk = std::max(min_chunk, (n_items + per - 1) / per);
+    const int64_t n_chunks = (n_items + chunk - 1) / chunk;
+    uint32_t gen;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        fn_ = fn, ctx_ = ctx, n_items_ = n_items, chunk_ = chunk, n_chunks_ = n_chunks;
+        error_ = nullptr;
+        chunks_done_.store(0, std::memory_order_relaxed);
+        gen = ++generation_;
+        ticket_.store(uint64_t(gen) << 32, std::memory_order_release);
+        published_.store(gen, std::memory_order_release);
+    }
+    wake_.notify_all();
+    run_chunks(gen);
+    auto all_done = [&] { return chunks_done_.load(std::memory_order_acquire) == n_chunks; };
+    std::exception_ptr err;
+    if (!spin_until(all_done)) {
+        std::unique_lock<std::mutex> lk(mu_);
+        done_.wait(lk, all_done);
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        err = std::exchange(error_, nullptr);
+    }
+    if (err) std::rethrow_exception(err);
+}
+
+void thread_pool::run_chunks(uint32_t gen) {
+    job j;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (generation_ != gen) return;
+        j = {gen, fn_, ctx_, n_items_, chunk_, n_chunks_};
+    }
+    for (;;) {
+        uint64_t t = ticket_.load(std::memory_order_acquire);
+        int64_t idx;
+        for (;;) {
+            if (uint32_t(t >> 32) != j.gen) return;
+            idx = int64_t(uint32_t(t));
+            if (idx >= j.n_chunks) return;
+            if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) break;
+        }
+        const int64_t begin = idx * j.chunk, end = std::min(j.n_items, begin + j.chunk);
+        try {
+            j.fn(j.ctx, begin, end);
+        } catch (...) {
+            std::lock_guard<std::mutex> lk(mu_);
+            if (!error_) error_ = std::current_exception();
+        }
+        if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == j.n_chunks) {
+            std::lock_guard<std::mutex> lk(mu_);
+            done_.notify_all();
+        }
+    }
+}
+
+void thread_pool::worker_loop() {
+    uint32_t seen = 0;
+    for (;;) {
+        spin_until([&] {
+            return published_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_acquire);
+        });
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            wake_.wait(lk, [&] { return stop_.load(std::memory_order_relaxed) || generation_ != seen; });
+            if (stop_.load(std::memory_order_relaxed)) return;
+            seen = generation_;
+        }
+        run_chunks(seen);
+    }
+}
+
+}  // namespace tandem

@@ -1,0 +1,157 @@
+// The forward pass: embedding, n_layer x (attention block + SwiGLU FFN block), final norm, output head.
+// Buffer shapes are given in ggml order {innermost, ...}; M is the number of rows in the batch.
+#include "engine/forward.h"
+
+#include <cmath>
+
+#include "engine/error.h"
+
+namespace tandem {
+
+std::vector<batch_row> causal_rows(std::span<const int32_t> tokens, int32_t pos0, int32_t base, bool all_logits) {
+    std::vector<batch_row> rows(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        auto& r = rows[i];
+        r.token = tokens[i];
+        r.pos = pos0 + int32_t(i);
+        r.slot = base + r.pos;
+        r.kv_begin = base;
+        r.kv_len = r.pos + 1;  // the whole prefix and itself: chain tokens sit contiguously in the cache
+        r.logits = all_logits || i + 1 == tokens.size();
+    }
+    return rows;
+}
+
+forward_pass::forward_pass(const model& m, kv_cache& cache) : m_(m), cache_(cache), be_(m.be()) {}
+
+tensor forward_pass::act(size_t offset, int64_t ne0, int64_t ne1, int64_t ne2, dtype t) const {
+    return tensor{scratch_.get(), offset, t, {ne0, ne1, ne2, 1}};
+}
+
+void forward_pass::reserve(int64_t n_rows, int64_t n_logits) {
+    if (n_rows <= cap_rows_ && n_logits <= cap_logits_) return;
+    cap_rows_ = std::max(n_rows, cap_rows_);
+    cap_logits_ = std::max(n_logits, cap_logits_);
+    const auto& hp = m_.hparams();
+    const int64_t m = cap_rows_;
+    size_t off = 0;
+    auto take = [&](int64_t floats) {
+        const size_t at = off;
+        off += (size_t(floats) * 4 + 255) / 256 * 256;  // keep every activation 256-byte aligned for GPU backends
+        return at;
+    };
+    const int64_t qd = int64_t(hp.n_head) * hp.head_dim;
+    off_x_ = take(hp.n_embd * m);
+    off_xb_ = take(hp.n_embd * m);
+    off_q_ = take(qd * m);
+    off_k_ = take(hp.kv_dim() * m);
+    off_v_ = take(hp.kv_dim() * m);
+    off_att_ = take(qd * m);
+    off_tmp_ = take(std::max<int64_t>(hp.n_embd, qd) * m);
+    off_gate_ = take(hp.n_ff * m);
+    off_up_ = take(hp.n_ff * m);
+    off_logits_ = take(int64_t(hp.n_vocab) * cap_logits_);
+    off_ids_ = take(m * 8 + cap_logits_);  // tokens, pos, slots, meta (4 per row), logit row ids
+    scratch_ = be_.alloc(off);
+}
+
+void forward_pass::validate(std::span<const batch_row> rows) const {
+    const auto& hp = m_.hparams();
+    const int64_t n_slots = cache_.n_slots();
+    auto bad = [](size_t i, const std::string& what) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "batch row " + std::to_string(i) + ": " + what);
+    };
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const auto& r = rows[i];
+        if (r.token < 0 || r.token >= hp.n_vocab) bad(i, "token " + std::to_string(r.token) + " is not in the vocabulary");
+        if (r.pos < 0) bad(i, "negative position");
+        if (r.slot < 0 || r.slot >= n_slots) bad(i, "slot " + std::to_string(r.slot) + " outside the KV cache");
+        if (r.kv_begin < 0 || r.kv_len < 0 || int64_t(r.kv_begin) + r.kv_len > n_slots) bad(i, "kv range outside cache");
+        if (r.parent >= int32_t(i) || r.parent < -1) bad(i, "parent must be an earlier row or -1");
+        if (r.tree >= int32_t(rows.size()) || r.tree < -1) bad(i, "tree start out of range");
+        if (r.kv_len == 0 && r.tree < 0) bad(i, "row attends to nothing");
+    }
+}
+
+void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits) {
+    validate(rows);
+    const auto& hp = m_.hparams();
+    const int64_t M = int64_t(rows.size());
+    int64_t n_out = 0;
+    for (const auto& r : rows) n_out += r.logits ? 1 : 0;
+    logits.assign(size_t(n_out * hp.n_vocab), 0.f);
+    if (M == 0) return;
+    reserve(M, std::max<int64_t>(n_out, 1));
+
+    // Integer inputs, uploaded in one transfer: tokens {M}, pos {M}, slots {M}, meta {4, M}, logit rows.
+    host_ints_.assign(size_t(M * 7 + n_out), 0);
+    int32_t* tok = host_ints_.data();
+    int32_t* pos = tok + M;
+    int32_t* slot = pos + M;
+    int32_t* meta = slot + M;
+    int32_t* out_rows = meta + 4 * M;
+    for (int64_t i = 0, j = 0; i < M; ++i) {
+        const auto& r = rows[size_t(i)];
+        tok[i] = r.token, pos[i] = r.pos, slot[i] = r.slot;
+        meta[4 * i + 0] = r.kv_begin, meta[4 * i + 1] = r.kv_len, meta[4 * i + 2] = r.tree, meta[4 * i + 3] = r.parent;
+        if (r.logits) out_rows[j++] = int32_t(i);
+    }
+    be_.upload(*scratch_, off_ids_, host_ints_.data(), host_ints_.size() * 4);
+    const tensor t_tok{scratch_.get(), off_ids_, dtype::i32, {M, 1, 1, 1}};
+    const tensor t_pos{scratch_.get(), off_ids_ + size_t(M) * 4, dtype::i32, {M, 1, 1, 1}};
+    const tensor t_slot{scratch_.get(), off_ids_ + size_t(M) * 8, dtype::i32, {M, 1, 1, 1}};
+    const tensor t_meta{scratch_.get(), off_ids_ + size_t(M) * 12, dtype::i32, {4, M, 1, 1}};
+    const tensor t_out_rows{scratch_.get(), off_ids_ + size_t(M) * 28, dtype::i32, {n_out, 1, 1, 1}};
+
+    const int64_t E = hp.n_embd, D = hp.head_dim, Hq = hp.n_head, Hkv = hp.n_head_kv, F = hp.n_ff;
+    const tensor x = act(off_x_, E, M);               // residual stream {E, M}
+    const tensor xb = act(off_xb_, E, M);             // normalised input of a block {E, M}
+    const tensor q = act(off_q_, D, Hq, M);           // {D, Hq, M}
+    const tensor k = act(off_k_, D, Hkv, M);          // {D, Hkv, M}
+    const tensor v = act(off_v_, D * Hkv, M);         // {D*Hkv, M}
+    const tensor att = act(off_att_, D, Hq, M);       // attention output {D, Hq, M}
+    const tensor tmp = act(off_tmp_, E, M);           // block output before the residual add {E, M}
+    const tensor gate = act(off_gate_, F, M);         // {F, M}
+    const tensor up = act(off_up_, F, M);             // {F, M}
+    const rope_params rp{hp.n_rot, hp.rope_base};
+    const attention_params ap{1.f / std::sqrt(float(D))};
+
+    be_.get_rows(m_.token_embd(), t_tok, x);
+    for (int l = 0; l < hp.n_layer; ++l) {
+        const auto& w = m_.layer(l);
+        // attention block
+        be_.rms_norm(x, w.attn_norm, hp.rms_eps, xb);
+        be_.matmul(w.wq, xb, act(off_q_, D * Hq, M));  // matmul sees {rows, M}; rope sees {D, heads, M}
+        be_.matmul(w.wk, xb, act(off_k_, D * Hkv, M));
+        be_.matmul(w.wv, xb, v);
+        be_.rope(q, t_pos, rp);
+        be_.rope(k, t_pos, rp);
+        const tensor k_rows = act(off_k_, D * Hkv, M);
+        be_.kv_write(k_rows, cache_.k(l), t_slot);
+        be_.kv_write(v, cache_.v(l), t_slot);
+        be_.attention(q, cache_.k(l), cache_.v(l), t_meta, t_slot, ap, att);
+        be_.matmul(w.wo, act(off_att_, D * Hq, M), tmp);
+        be_.add(x, tmp, x);
+        // feed-forward block: w_down(silu(w_gate x) * w_up x)
+        be_.rms_norm(x, w.ffn_norm, hp.rms_eps, xb);
+        be_.matmul(w.w_gate, xb, gate);
+        be_.matmul(w.w_up, xb, up);
+        be_.swiglu(gate, up, gate);
+        be_.matmul(w.w_down, gate, tmp);
+        be_.add(x, tmp, x);
+    }
+    if (n_out == 0) {
+        be_.synchronize();
+        return;
+    }
+    // Output head on the requested rows only: gather them, final norm, project to the vocabulary.
+    const tensor sel = act(off_xb_, E, n_out);
+    be_.get_rows(x, t_out_rows, sel);
+    const tensor sel_n = act(off_tmp_, E, n_out);
+    be_.rms_norm(sel, m_.output_norm(), hp.rms_eps, sel_n);
+    const tensor lg = act(off_logits_, hp.n_vocab, n_out);
+    be_.matmul(m_.output(), sel_n, lg);
+    be_.download(*scratch_, off_logits_, logits.data(), logits.size() * 4);
+}
+
+}  // namespace tandem

@@ -1,0 +1,57 @@
+// The llama forward pass, written once against the backend interface. One call runs a batch of rows;
+// each row is one token at an explicit position and cache slot with its own attention layout, so the
+// same call serves prefill (causal chain), decode (one row), token-tree verification and ragged batches
+// of several sequences (rows of different sessions, each attending to its own slots).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+
+namespace tandem {
+
+struct batch_row {
+    int32_t token = 0;
+    int32_t pos = 0;       // position for RoPE
+    int32_t slot = 0;      // KV cache slot this token's K/V are written to
+    int32_t kv_begin = 0;  // attends to slots [kv_begin, kv_begin + kv_len) ...
+    int32_t kv_len = 0;
+    int32_t tree = -1;     // ... and to slots of batch rows on the walk tree -> parent -> ... (-1: none)
+    int32_t parent = -1;   // this row's parent among the batch rows (-1: none); must be < its own index
+    bool logits = false;   // return this row's logits
+};
+
+// Rows for a causal chain of tokens at positions [pos0, pos0 + n) stored at slots base + pos; a sequence
+// that owns slots [base, base + capacity). Only the last row returns logits unless all_logits.
+std::vector<batch_row> causal_rows(std::span<const int32_t> tokens, int32_t pos0, int32_t base, bool all_logits);
+
+class forward_pass {
+   public:
+    forward_pass(const model& m, kv_cache& cache);
+
+    // Runs the rows through the model; writes n_logit_rows x n_vocab floats to `logits` (rows in batch
+    // order). Throws tandem::error(TANDEM_ERR_INVALID_ARGUMENT) for an invalid batch (token, slot or
+    // parent out of range) before anything is computed.
+    void run(std::span<const batch_row> rows, std::vector<float>& logits);
+
+   private:
+    void validate(std::span<const batch_row> rows) const;
+    void reserve(int64_t n_rows, int64_t n_logits);
+    tensor act(size_t offset, int64_t ne0, int64_t ne1, int64_t ne2 = 1, dtype t = dtype::f32) const;
+
+    const model& m_;
+    kv_cache& cache_;
+    backend& be_;
+    int64_t cap_rows_ = 0, cap_logits_ = 0;
+    std::unique_ptr<buffer> scratch_;
+    // Activation views for the current capacity (ne1 = rows), set by reserve().
+    size_t off_x_ = 0, off_xb_ = 0, off_q_ = 0, off_k_ = 0, off_v_ = 0, off_att_ = 0, off_tmp_ = 0, off_gate_ = 0,
+           off_up_ = 0, off_logits_ = 0, off_ids_ = 0;
+    std::vector<int32_t> host_ints_;
+};
+
+}  // namespace tandem

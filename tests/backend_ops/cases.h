@@ -1,0 +1,32 @@
+// Case builders shared between the op-family files and the harness self-test.
+#pragma once
+
+#include "tests/backend_ops/harness.h"
+
+namespace tandem::test {
+
+// x f32 {K, M} times w {K, N} (f32 or f16) into out f32 {N, M}.
+op_case matmul_case(rng& r, const arg& w, int64_t m);
+
+// The layout of one attention call: the meta rows {kv_begin, kv_len, tree, parent} and slots of a batch.
+struct attention_rows {
+    std::vector<int32_t> meta;   // 4 per row
+    std::vector<int32_t> slots;  // 1 per row
+    int64_t size() const { return int64_t(slots.size()); }
+    void push_meta(int64_t kv_begin, int64_t kv_len, int64_t tree, int64_t parent);
+    // A causal chain of n_new tokens appended to a session stored at [base, base + committed).
+    void add_chain(int64_t base, int64_t committed, int64_t n_new);
+    // A random token tree of n_nodes (depth <= max_depth) on top of a committed prefix; many_roots allows
+    // several root nodes. Nodes occupy slots base + committed + i.
+    void add_tree(rng& r, int64_t base, int64_t committed, int64_t n_nodes, int64_t max_depth, bool many_roots);
+};
+
+struct attention_shape {
+    int64_t d = 64, hq = 4, hkv = 4, n_slots = 128;
+    dtype cache = dtype::f32;
+    float q_scale = 1.f;  // magnitude of q (larger: sharper softmax)
+};
+
+op_case attention_case(rng& r, const std::string& variant, const attention_shape& s, const attention_rows& rows);
+
+}  // namespace tandem::test

@@ -1,0 +1,156 @@
+// Bad arguments on every backend (cpu_ref included): mismatched shapes or types, tensors overrunning their
+// buffers, out-of-range ids and slots, malformed token trees. Each must throw tandem::error (at the op or,
+// for an asynchronous backend, by the following synchronize/download), and the backend must stay usable.
+#include "tests/backend_ops/cases.h"
+
+namespace tandem::test {
+
+namespace {
+
+using ne4 = std::array<int64_t, 4>;
+
+op_case matmul_shapes(ne4 w, ne4 x, ne4 out) {
+    op_case c;
+    c.desc = "matmul w=" + shape_str(w) + " x=" + shape_str(x) + " out=" + shape_str(out);
+    c.args = {output_arg(dtype::f32, w), output_arg(dtype::f32, x), output_arg(dtype::f32, out)};
+    c.run = [](backend& b, const std::vector<tensor>& a) { b.matmul(a[0], a[1], a[2]); };
+    return c;
+}
+
+op_case get_rows_ids(std::vector<int32_t> ids) {
+    op_case c;
+    c.desc = "get_rows with ids outside a table of 5 rows";
+    const int64_t m = int64_t(ids.size());
+    c.args = {output_arg(dtype::f32, {8, 5, 1, 1}), i32_arg({m, 1, 1, 1}, ids), output_arg(dtype::f32, {8, m, 1, 1})};
+    c.run = [](backend& b, const std::vector<tensor>& a) { b.get_rows(a[0], a[1], a[2]); };
+    return c;
+}
+
+op_case kv_write_slots(dtype cache, std::vector<int32_t> slots) {
+    op_case c;
+    c.desc = "kv_write " + std::string(dtype_name(cache)) + " with slots outside a cache of 6";
+    const int64_t m = int64_t(slots.size());
+    c.args = {output_arg(dtype::f32, {8, m, 1, 1}), output_arg(cache, {8, 6, 1, 1}), i32_arg({m, 1, 1, 1}, slots)};
+    c.run = [](backend& b, const std::vector<tensor>& a) { b.kv_write(a[0], a[1], a[2]); };
+    return c;
+}
+
+op_case kv_copy_slots(dtype cache, std::vector<int32_t> src, std::vector<int32_t> dst) {
+    op_case c;
+    c.desc = "kv_copy " + std::string(dtype_name(cache)) + " with slots outside a cache of 6";
+    const int64_t n = int64_t(src.size());
+    c.args = {output_arg(cache, {8, 6, 1, 1}), i32_arg({n, 1, 1, 1}, src), i32_arg({n, 1, 1, 1}, dst)};
+    c.run = [](backend& b, const std::vector<tensor>& a) { b.kv_copy(a[0], a[1], a[2]); };
+    return c;
+}
+
+op_case attention_meta(dtype cache, std::vector<int32_t> meta, std::vector<int32_t> slots, const char* what) {
+    attention_rows rows;
+    rows.meta = std::move(meta), rows.slots = std::move(slots);
+    rng r(1);
+    op_case c = attention_case(r, std::string("attention ") + what, {8, 2, 1, 16, cache, 1.f}, rows);
+    return c;
+}
+
+}  // namespace
+
+TEST_P(backend_errors, matmul_shape_mismatch) {
+    check_throws(matmul_shapes({8, 4, 1, 1}, {7, 2, 1, 1}, {4, 2, 1, 1}));  // K differs
+    check_throws(matmul_shapes({8, 4, 1, 1}, {8, 2, 1, 1}, {5, 2, 1, 1}));  // out has the wrong N
+    check_throws(matmul_shapes({8, 4, 1, 1}, {8, 2, 1, 1}, {4, 3, 1, 1}));  // out has the wrong M
+}
+
+TEST_P(backend_errors, shape_and_type_mismatch) {
+    op_case rms;
+    rms.desc = "rms_norm with a weight of the wrong length";
+    rms.args = {output_arg(dtype::f32, {8, 2, 1, 1}), output_arg(dtype::f32, {7, 1, 1, 1}),
+                output_arg(dtype::f32, {8, 2, 1, 1})};
+    rms.run = [](backend& b, const std::vector<tensor>& a) { b.rms_norm(a[0], a[1], 1e-5f, a[2]); };
+    check_throws(rms);
+
+    op_case add;
+    add.desc = "add of different sizes";
+    add.args = {output_arg(dtype::f32, {8, 1, 1, 1}), output_arg(dtype::f32, {9, 1, 1, 1}),
+                output_arg(dtype::f32, {8, 1, 1, 1})};
+    add.run = [](backend& b, const std::vector<tensor>& a) { b.add(a[0], a[1], a[2]); };
+    check_throws(add);
+
+    op_case sw = add;
+    sw.desc = "swiglu with an i32 operand";
+    sw.args[1] = output_arg(dtype::i32, {8, 1, 1, 1});
+    sw.run = [](backend& b, const std::vector<tensor>& a) { b.swiglu(a[0], a[1], a[2]); };
+    check_throws(sw);
+
+    op_case rope;
+    rope.desc = "rope with an odd n_rot";
+    rope.args = {output_arg(dtype::f32, {8, 2, 3, 1}), i32_arg({3, 1, 1, 1}, {0, 1, 2})};
+    rope.run = [](backend& b, const std::vector<tensor>& a) { b.rope(a[0], a[1], rope_params{3, 10000.f}); };
+    check_throws(rope);
+
+    op_case sm;
+    sm.desc = "softmax into a differently shaped output";
+    sm.args = {output_arg(dtype::f32, {8, 2, 1, 1}), output_arg(dtype::f32, {8, 3, 1, 1})};
+    sm.run = [](backend& b, const std::vector<tensor>& a) { b.softmax(a[0], a[1]); };
+    check_throws(sm);
+
+    op_case am;
+    am.desc = "argmax into an f32 output";
+    am.args = {output_arg(dtype::f32, {8, 2, 1, 1}), output_arg(dtype::f32, {2, 1, 1, 1})};
+    am.run = [](backend& b, const std::vector<tensor>& a) { b.argmax(a[0], a[1]); };
+    check_throws(am);
+
+    op_case overrun = add;
+    overrun.desc = "add on a view past the end of its buffer";
+    overrun.args[1] = output_arg(dtype::f32, {8, 1, 1, 1});
+    overrun.run = [](backend& b, const std::vector<tensor>& a) {
+        tensor x = a[0];
+        x.offset += 4096;
+        b.add(x, a[1], a[2]);
+    };
+    check_throws(overrun);
+
+    op_case heads = attention_meta(dtype::f32, {0, 1, -1, -1}, {0}, "with 3 query heads on 2 kv heads");
+    heads.args[0] = output_arg(dtype::f32, {8, 3, 1, 1});
+    heads.args[1] = heads.args[2] = output_arg(dtype::f32, {16, 16, 1, 1});
+    heads.args[5] = output_arg(dtype::f32, {8, 3, 1, 1});
+    check_throws(heads);
+}
+
+TEST_P(backend_errors, get_rows_id_out_of_range) {
+    check_throws(get_rows_ids({0, 5}));
+    check_throws(get_rows_ids({-1}));
+}
+
+TEST_P(backend_errors, kv_slot_out_of_range) {
+    for (dtype t : {dtype::f32, dtype::f16}) {
+        if (!dut().supports(op::kv_write, t)) continue;
+        check_throws(kv_write_slots(t, {0, 6}));
+        check_throws(kv_write_slots(t, {-1}));
+        check_throws(kv_copy_slots(t, {1, 6}, {0, 1}));
+        check_throws(kv_copy_slots(t, {1, 2}, {0, -3}));
+    }
+}
+
+TEST_P(backend_errors, attention_slot_out_of_range) {
+    for (dtype t : {dtype::f32, dtype::f16}) {
+        if (!dut().supports(op::attention, t)) continue;
+        check_throws(attention_meta(t, {10, 7, -1, -1}, {0}, "run past the cache end"));
+        check_throws(attention_meta(t, {-2, 3, -1, -1}, {0}, "run before the cache start"));
+        check_throws(attention_meta(t, {0, 3, 0, -1}, {16}, "tree slot past the cache end"));
+        check_throws(attention_meta(t, {0, 3, 0, -1}, {-1}, "negative tree slot"));
+        check_throws(attention_meta(t, {0, 3, 0, 1, 0, 3, 1, 0}, {4, 5}, "cyclic tree"));
+        check_throws(attention_meta(t, {0, 3, 0, 0}, {4}, "self-parented tree"));
+        check_throws(attention_meta(t, {0, 3, 2, -1, 0, 3, 1, -1}, {4, 5}, "tree row outside the batch"));
+    }
+}
+
+// A failed op leaves the backend usable: the next valid op still matches cpu_ref.
+TEST_P(backend_errors, usable_after_error) {
+    check_throws(get_rows_ids({7}));
+    auto ref = make_backend("cpu_ref");
+    rng r(2);
+    const arg w = random_arg(r, dtype::f32, {33, 7, 1, 1});
+    EXPECT_EQ(run_case(*ref, dut(), matmul_case(r, w, 3)), "");
+}
+
+}  // namespace tandem::test

@@ -1,0 +1,70 @@
+// matmul cases: f32 and f16 weights over tile-boundary shapes (M = rows of x, K = inner, N = weight rows),
+// including one activation row (decode GEMV), odd sizes around vector widths and a K past 4096.
+#include <cmath>
+
+#include "tests/backend_ops/cases.h"
+
+namespace tandem::test {
+
+namespace {
+
+const int64_t ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33, 64};
+const int64_t ks[] = {1, 5, 7, 8, 32, 33, 64, 172, 4097};
+const int64_t ns[] = {1, 7, 64, 513};
+
+}  // namespace
+
+op_case matmul_case(rng& r, const arg& w, int64_t m) {
+    const int64_t k = w.ne[0], n = w.ne[1];
+    op_case c;
+    c.desc = "matmul_" + std::string(dtype_name(w.type)) + "_f32 M=" + std::to_string(m) + " K=" + std::to_string(k) +
+             " N=" + std::to_string(n);
+    c.args = {w, random_arg(r, dtype::f32, {k, m, 1, 1}), output_arg(dtype::f32, {n, m, 1, 1})};
+    c.outputs = {2};
+    // Inputs in [-1, 1]: only the summation order differs (f16 -> f32 is exact), so the error of a dot
+    // product of K terms stays around 1e-7 * K; a single dropped or doubled term (~0.3) is far above.
+    c.tol = {1e-10, 2e-6 * double(k) + 1e-6};
+    c.run = [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); };
+    return c;
+}
+
+namespace {
+
+void sweep(backend_ops& t, dtype wt) {
+    for (int64_t k : ks) {
+        for (int64_t n : ns) {
+            const arg w = random_arg(t.random(), wt, {k, n, 1, 1});
+            for (int64_t m : ms) t.check(matmul_case(t.random(), w, m));
+        }
+    }
+}
+
+}  // namespace
+
+TEST_P(backend_ops, matmul_f32_f32) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f32);
+    sweep(*this, dtype::f32);
+}
+
+TEST_P(backend_ops, matmul_f16_f32) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f16);
+    sweep(*this, dtype::f16);
+}
+
+// The same products with thread counts other than the default (more threads than items, odd splits).
+TEST_P(backend_ops, matmul_f16_f32_threads) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f16);
+    for (int threads : {1, 3, 5}) {
+        dut().set_threads(threads);
+        for (int64_t n : {7, 513}) {
+            const arg w16 = random_arg(random(), dtype::f16, {172, n, 1, 1});
+            const arg w32 = random_arg(random(), dtype::f32, {172, n, 1, 1});
+            for (int64_t m : {1, 5, 64}) {
+                check(matmul_case(random(), w16, m));
+                if (supports(op::matmul, dtype::f32)) check(matmul_case(random(), w32, m));
+            }
+        }
+    }
+}
+
+}  // namespace tandem::test

@@ -1,0 +1,283 @@
+// The case runner and comparator of test_backend_ops, and the instantiation of the backend fixtures.
+#include "tests/backend_ops/harness.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+
+#include "engine/error.h"
+#include "tests/common/test_util.h"
+
+namespace tandem::test {
+
+namespace {
+
+uint8_t guard_byte(size_t i) { return uint8_t(0xa5u ^ (i * 29u)); }
+
+struct placed {
+    std::unique_ptr<buffer> buf;
+    tensor t;
+    size_t size = 0;
+};
+
+// Each argument in its own buffer: front guard, data, back guard.
+std::vector<placed> place(backend& b, const op_case& c) {
+    std::vector<placed> out;
+    for (const arg& a : c.args) {
+        placed p;
+        p.size = front_guard + a.nbytes() + back_guard;
+        std::vector<uint8_t> image(p.size);
+        for (size_t i = 0; i < front_guard; ++i) image[i] = guard_byte(i);
+        std::memcpy(image.data() + front_guard, a.bytes.data(), a.nbytes());
+        for (size_t i = front_guard + a.nbytes(); i < p.size; ++i) image[i] = guard_byte(i);
+        p.buf = b.alloc(p.size);
+        b.upload(*p.buf, 0, image.data(), p.size);
+        p.t.buf = p.buf.get();
+        p.t.offset = front_guard;
+        p.t.type = a.type;
+        p.t.ne = a.ne;
+        out.push_back(std::move(p));
+    }
+    return out;
+}
+
+std::vector<tensor> views(const std::vector<placed>& ps) {
+    std::vector<tensor> ts;
+    for (const auto& p : ps) ts.push_back(p.t);
+    return ts;
+}
+
+std::vector<uint8_t> fetch(backend& b, const placed& p) {
+    std::vector<uint8_t> bytes(p.size);
+    b.download(*p.buf, 0, bytes.data(), p.size);
+    return bytes;
+}
+
+std::string coords(const arg& a, int64_t flat) {
+    std::ostringstream s;
+    s << "[" << flat % a.ne[0] << "," << flat / a.ne[0] % a.ne[1] << "," << flat / (a.ne[0] * a.ne[1]) % a.ne[2]
+      << "," << flat / (a.ne[0] * a.ne[1] * a.ne[2]) << "]";
+    return s.str();
+}
+
+std::string check_guards(const std::vector<uint8_t>& buf, size_t data_bytes) {
+    for (size_t i = 0; i < buf.size(); ++i) {
+        if (i >= front_guard && i < front_guard + data_bytes) continue;
+        if (buf[i] != guard_byte(i)) {
+            const long rel = i < front_guard ? long(i) - long(front_guard) : long(i - front_guard - data_bytes);
+            return "guard byte " + std::string(i < front_guard ? "before" : "after") + " the tensor overwritten at " +
+                   std::to_string(rel);
+        }
+    }
+    return "";
+}
+
+double element(const arg& a, const uint8_t* p, int64_t i) {
+    if (a.type == dtype::f16) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        return fp16_to_fp32(h);
+    }
+    float f;
+    std::memcpy(&f, p + 4 * i, 4);
+    return f;
+}
+
+std::string compare(const arg& a, const uint8_t* ref, const uint8_t* got, const tolerance& tol, deviation* dev) {
+    const int64_t n = int64_t(a.nbytes()) / (a.type == dtype::f16 ? 2 : 4);
+    std::ostringstream s;
+    if (a.type == dtype::i32 || (tol.nmse == 0 && tol.max_abs == 0)) {
+        for (int64_t i = 0; i < n; ++i) {
+            const size_t w = a.type == dtype::f16 ? 2 : 4;
+            if (std::memcmp(ref + w * size_t(i), got + w * size_t(i), w) != 0) {
+                s << "element " << coords(a, i) << " differs (exact compare): ";
+                if (a.type == dtype::i32) {
+                    int32_t r, g;
+                    std::memcpy(&r, ref + 4 * i, 4), std::memcpy(&g, got + 4 * i, 4);
+                    s << "got " << g << ", want " << r;
+                } else {
+                    s << "got " << element(a, got, i) << ", want " << element(a, ref, i);
+                }
+                return s.str();
+            }
+        }
+        return "";
+    }
+    double err2 = 0, ref2 = 0, max_abs = 0;
+    int64_t worst = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double r = element(a, ref, i), g = element(a, got, i);
+        if (!std::isfinite(r) || !std::isfinite(g)) {
+            if ((std::isnan(r) && std::isnan(g)) || r == g) continue;
+            s << "element " << coords(a, i) << ": got " << g << ", want " << r;
+            return s.str();
+        }
+        const double e = std::abs(g - r);
+        err2 += e * e, ref2 += r * r;
+        if (e > max_abs) max_abs = e, worst = i;
+    }
+    const double nmse = ref2 > 0 ? err2 / ref2 : err2;
+    if (nmse > tol.nmse || max_abs > tol.max_abs) {
+        s << "nmse " << nmse << " (limit " << tol.nmse << "), max abs error " << max_abs << " (limit " << tol.max_abs
+          << ") at " << coords(a, worst) << ": got " << element(a, got, worst) << ", want " << element(a, ref, worst);
+        return s.str();
+    }
+    if (dev) dev->nmse = std::max(dev->nmse, nmse), dev->max_abs = std::max(dev->max_abs, max_abs);
+    return "";
+}
+
+bool is_output(const op_case& c, int i) { return std::find(c.outputs.begin(), c.outputs.end(), i) != c.outputs.end(); }
+
+// Runs the op on b; returns every argument's buffer after it, or throws what the backend threw.
+std::vector<std::vector<uint8_t>> execute(backend& b, const op_case& c) {
+    auto ps = place(b, c);
+    c.run(b, views(ps));
+    b.synchronize();
+    std::vector<std::vector<uint8_t>> after;
+    for (const auto& p : ps) after.push_back(fetch(b, p));
+    return after;
+}
+
+}  // namespace
+
+size_t arg::nbytes() const { return dtype_row_bytes(type, ne[0]) * size_t(ne[1] * ne[2] * ne[3]); }
+
+std::string run_case(backend& ref, backend& dut, const op_case& c, const perturb_fn& perturb, deviation* dev) {
+    std::vector<std::vector<uint8_t>> want, got;
+    try {
+        want = execute(ref, c);
+    } catch (const std::exception& e) {
+        return "cpu_ref threw: " + std::string(e.what());
+    }
+    try {
+        got = execute(dut, c);
+    } catch (const std::exception& e) {
+        return dut.name() + " threw: " + std::string(e.what());
+    }
+    for (int i = 0; i < int(c.args.size()); ++i) {
+        if (perturb && is_output(c, i)) perturb(i, got[size_t(i)]);
+        const arg& a = c.args[size_t(i)];
+        std::string g = check_guards(got[size_t(i)], a.nbytes());
+        if (!g.empty()) return "arg " + std::to_string(i) + ": " + g;
+        const uint8_t* wd = want[size_t(i)].data() + front_guard;
+        const uint8_t* gd = got[size_t(i)].data() + front_guard;
+        if (is_output(c, i)) {
+            std::string m = compare(a, wd, gd, c.tol, dev);
+            if (!m.empty()) return "output arg " + std::to_string(i) + " " + shape_str(a.ne) + ": " + m;
+        } else if (std::memcmp(gd, a.bytes.data(), a.nbytes()) != 0) {
+            return "input arg " + std::to_string(i) + " was modified by the op";
+        }
+    }
+    return "";
+}
+
+std::string expect_error(backend& b, const op_case& c) {
+    try {
+        execute(b, c);
+    } catch (const error&) {
+        return "";
+    } catch (const std::exception& e) {
+        return "threw a non-tandem exception: " + std::string(e.what());
+    }
+    return "did not throw";
+}
+
+std::vector<float> random_floats(rng& r, int64_t n, float lo, float hi) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = r.uniform(lo, hi);
+    return v;
+}
+
+arg float_arg(dtype t, std::array<int64_t, 4> ne, const std::vector<float>& values) {
+    arg a;
+    a.type = t, a.ne = ne;
+    a.bytes.resize(a.nbytes());
+    TANDEM_ASSERT(values.size() == size_t(ne[0] * ne[1] * ne[2] * ne[3]));
+    if (t == dtype::f32) {
+        std::memcpy(a.bytes.data(), values.data(), a.nbytes());
+    } else {
+        TANDEM_ASSERT(t == dtype::f16);
+        for (size_t i = 0; i < values.size(); ++i) {
+            const uint16_t h = fp32_to_fp16(values[i]);
+            std::memcpy(a.bytes.data() + 2 * i, &h, 2);
+        }
+    }
+    return a;
+}
+
+arg random_arg(rng& r, dtype t, std::array<int64_t, 4> ne, float lo, float hi) {
+    return float_arg(t, ne, random_floats(r, ne[0] * ne[1] * ne[2] * ne[3], lo, hi));
+}
+
+arg i32_arg(std::array<int64_t, 4> ne, const std::vector<int32_t>& values) {
+    arg a;
+    a.type = dtype::i32, a.ne = ne;
+    a.bytes.resize(a.nbytes());
+    TANDEM_ASSERT(values.size() == size_t(ne[0] * ne[1] * ne[2] * ne[3]));
+    std::memcpy(a.bytes.data(), values.data(), a.nbytes());
+    return a;
+}
+
+arg output_arg(dtype t, std::array<int64_t, 4> ne) {
+    arg a;
+    a.type = t, a.ne = ne;
+    a.bytes.assign(a.nbytes(), 0xff);
+    return a;
+}
+
+std::string shape_str(const std::array<int64_t, 4>& ne) {
+    std::ostringstream s;
+    s << "{" << ne[0] << "," << ne[1] << "," << ne[2] << "," << ne[3] << "}";
+    return s.str();
+}
+
+std::vector<std::string> tested_backends() {
+    std::vector<std::string> names;
+    for (const auto& n : backend_names())
+        if (n != "cpu_ref") names.push_back(n);
+    return names;
+}
+
+void backend_ops::SetUp() {
+    ref_ = make_backend("cpu_ref");
+    dut_ = make_backend(GetParam());
+    rng_ = rng(test_seed());
+}
+
+void backend_ops::TearDown() {
+    if (failures_ > 5) ADD_FAILURE() << failures_ << " of " << cases_ << " cases failed (the first 5 are shown)";
+    if (std::getenv("TANDEM_TEST_VERBOSE")) {
+        std::cout << "[ stats    ] " << ::testing::UnitTest::GetInstance()->current_test_info()->name() << ": "
+                  << cases_ << " cases, worst passing nmse " << worst_.nmse << ", max abs error "
+                  << worst_.max_abs << "\n";
+    }
+}
+
+void backend_ops::check(const op_case& c) {
+    ++cases_;
+    const std::string msg = run_case(*ref_, *dut_, c, {}, &worst_);
+    if (msg.empty()) return;
+    if (++failures_ <= 5) {
+        ADD_FAILURE() << GetParam() << ": " << c.desc << ": " << msg << " [seed " << test_seed()
+                      << "; rerun with TANDEM_TEST_SEED=" << test_seed() << "]";
+    }
+}
+
+void backend_errors::SetUp() { dut_ = make_backend(GetParam()); }
+
+void backend_errors::check_throws(const op_case& c) {
+    const std::string msg = expect_error(*dut_, c);
+    EXPECT_TRUE(msg.empty()) << GetParam() << ": " << c.desc << ": " << msg;
+}
+
+namespace {
+std::string param_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
+}  // namespace
+
+INSTANTIATE_TEST_SUITE_P(all, backend_ops, ::testing::ValuesIn(tested_backends()), param_name);
+INSTANTIATE_TEST_SUITE_P(all, backend_errors, ::testing::ValuesIn(backend_names()), param_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(backend_ops);
+
+}  // namespace tandem::test

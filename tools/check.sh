@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds Tandem and runs the whole test suite: installs Debian dependencies if missing, configures,
+# builds, runs ctest. Usage: tools/check.sh [--sanitize] [--fuzz]
+#   --sanitize  AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/ (instead of build/)
+#   --fuzz      also build the libFuzzer targets with clang (build-fuzz/) and run each for a short smoke time
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sanitize=0
+fuzz=0
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize=1 ;;
+    --fuzz) fuzz=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "check.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+tools/install_deps.sh
+jobs=$(nproc)
+
+if [ "$fuzz" = 1 ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_FUZZ=ON \
+    -DTANDEM_BUILD_TESTS=ON >/dev/null
+  cmake --build build-fuzz -j "$jobs" --target fuzz_targets
+  ctest --test-dir build-fuzz -L fuzz --output-on-failure
+  exit 0
+fi
+
+if [ "$sanitize" = 1 ]; then
+  dir=build-asan
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_SANITIZE=ON >/dev/null
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  dir=build
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$dir" -j "$jobs"
+ctest --test-dir "$dir" -j "$jobs" --output-on-failure --timeout 900 -LE "slow|fuzz"

@@ -1,0 +1,34 @@
+// Shared pieces of the tandem CLI: subcommand registration and error reporting. The CLI is thin: every
+// subcommand calls only the public API in engine/tandem.h.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "engine/tandem.h"
+
+namespace tandem_cli {
+
+// Each subcommand adds itself to `app` and returns the action to run when it is selected.
+using action = std::function<int()>;
+action add_generate(CLI::App& app);
+action add_info(CLI::App& app);
+action add_perplexity(CLI::App& app);
+action add_convert(CLI::App& app);
+action add_devices(CLI::App& app);
+
+// Throws cli_error with the API's message when status is not TANDEM_OK.
+struct cli_error {
+    std::string message;
+};
+void check(tandem_status st, const std::string& context);
+
+// Default model: the bundled stories260K.gguf of the source tree.
+std::string default_model();
+// Adds -b/--backend and -t/--threads options bound to the given variables.
+void add_backend_options(CLI::App* cmd, std::string& backend, int& threads);
+// A one-line progress bar on stderr: "[#####.....] 12/40 label".
+void progress_bar(int64_t done, int64_t total, const char* label);
+
+}  // namespace tandem_cli
