@@ -62,7 +62,10 @@ struct rope_params {
 //   row `tree` (usually m itself, -1 for none) through `parent` links (batch row indices, -1 at the root
 //   of the new tokens), to the slots slots[j] of every row j on that walk.
 // Causal chains use kv_len = pos + 1 and tree = -1 (their tokens are contiguous in the cache); tree
-// nodes use kv_len = committed prefix and tree = m. Requirements: parent[j] < j; slots in range.
+// nodes use kv_len = committed prefix and tree = m. meta and slots may have T >= M entries: entries M..T-1
+// are walk-only (tokens already in the cache, e.g. ancestors evaluated in an earlier pass; their kv fields
+// are ignored). Walk indices are < T; a walk longer than T steps is a cycle (kernels bound it); out-of-range
+// slots are an error (host backends throw; device kernels skip them).
 struct attention_params {
     float scale = 1.f;  // multiplies q.k before the softmax, usually 1/sqrt(head_dim)
 };
@@ -100,7 +103,7 @@ class backend {
     // In place rotary embedding of x f32 {D, H, M}: row m rotated by angle pos[m] * theta_i. pos i32 {M}.
     virtual void rope(const tensor& x, const tensor& pos, const rope_params& p) = 0;
     // Fused attention (online softmax, no materialised scores): q f32 {D, Hq, M}; k_cache, v_cache
-    // {D * Hkv, S} f32/f16; meta i32 {4, M} and slots i32 {M} as described at attention_params;
+    // {D * Hkv, S} f32/f16; meta i32 {4, T} and slots i32 {T} (T >= M) as described at attention_params;
     // out f32 {D, Hq, M}. Query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
     virtual void attention(const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,
                            const tensor& slots, const attention_params& p, const tensor& out) = 0;

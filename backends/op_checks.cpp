@@ -79,8 +79,8 @@ void attention(const tensor& q, const tensor& k_cache, const tensor& v_cache, co
     const int64_t hkv = k_cache.ne[0] / d;
     require(hkv > 0 && hq % hkv == 0, op, "query heads " + std::to_string(hq) + " not a multiple of kv heads " +
                                               std::to_string(hkv));
-    require(meta.ne[0] == 4 && meta.nrows() == m && slots.nelements() == m, op,
-            "meta " + shape(meta) + " / slots " + shape(slots) + " do not match " + std::to_string(m) + " rows");
+    require(meta.ne[0] == 4 && meta.nrows() >= m && slots.nelements() == meta.nrows(), op,
+            "meta " + shape(meta) + " / slots " + shape(slots) + " do not cover " + std::to_string(m) + " rows");
     require(out.ne == q.ne, op, "out " + shape(out) + " differs from q " + shape(q));
 }
 

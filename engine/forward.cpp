@@ -51,13 +51,14 @@ void forward_pass::reserve(int64_t n_rows, int64_t n_logits) {
     off_gate_ = take(hp.n_ff * m);
     off_up_ = take(hp.n_ff * m);
     off_logits_ = take(int64_t(hp.n_vocab) * cap_logits_);
-    off_ids_ = take(m * 8 + cap_logits_);  // tokens, pos, slots, meta (4 per row), logit row ids
+    off_ids_ = take(m * 8 + cap_logits_);  // tokens, pos, slots, meta (4 per walk entry), logit row ids
     scratch_ = be_.alloc(off);
 }
 
-void forward_pass::validate(std::span<const batch_row> rows) const {
+void forward_pass::validate(std::span<const batch_row> rows, std::span<const context_entry> context) const {
     const auto& hp = m_.hparams();
     const int64_t n_slots = cache_.n_slots();
+    const int32_t table = int32_t(rows.size() + context.size());
     auto bad = [](size_t i, const std::string& what) {
         throw error(TANDEM_ERR_INVALID_ARGUMENT, "batch row " + std::to_string(i) + ": " + what);
     };
@@ -67,41 +68,62 @@ void forward_pass::validate(std::span<const batch_row> rows) const {
         if (r.pos < 0) bad(i, "negative position");
         if (r.slot < 0 || r.slot >= n_slots) bad(i, "slot " + std::to_string(r.slot) + " outside the KV cache");
         if (r.kv_begin < 0 || r.kv_len < 0 || int64_t(r.kv_begin) + r.kv_len > n_slots) bad(i, "kv range outside cache");
-        if (r.parent >= int32_t(i) || r.parent < -1) bad(i, "parent must be an earlier row or -1");
-        if (r.tree >= int32_t(rows.size()) || r.tree < -1) bad(i, "tree start out of range");
+        if (r.parent < -1 || r.parent >= table || r.parent == int32_t(i)) bad(i, "parent out of range");
+        if (r.tree >= table || r.tree < -1) bad(i, "tree start out of range");
         if (r.kv_len == 0 && r.tree < 0) bad(i, "row attends to nothing");
+    }
+    for (size_t c = 0; c < context.size(); ++c) {
+        const auto& e = context[c];
+        if (e.slot < 0 || e.slot >= n_slots) bad(rows.size() + c, "context slot outside the KV cache");
+        if (e.parent < -1 || e.parent >= table) bad(rows.size() + c, "context parent out of range");
+    }
+    // Every walk must end within `table` steps (no cycles).
+    auto parent_of = [&](int32_t j) { return j < int32_t(rows.size()) ? rows[size_t(j)].parent : context[size_t(j) - rows.size()].parent; };
+    for (size_t i = 0; i < rows.size(); ++i) {
+        int32_t steps = 0;
+        for (int32_t j = rows[i].tree; j >= 0; j = parent_of(j))
+            if (++steps > table) bad(i, "tree walk has a cycle");
     }
 }
 
-void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits) {
-    validate(rows);
+void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits,
+                       std::span<const context_entry> context) {
+    validate(rows, context);
     const auto& hp = m_.hparams();
     const int64_t M = int64_t(rows.size());
     int64_t n_out = 0;
     for (const auto& r : rows) n_out += r.logits ? 1 : 0;
     logits.assign(size_t(n_out * hp.n_vocab), 0.f);
     if (M == 0) return;
-    reserve(M, std::max<int64_t>(n_out, 1));
+    const int64_t T = M + int64_t(context.size());  // the walk table: rows, then context entries
+    reserve(T, std::max<int64_t>(n_out, 1));
 
-    // Integer inputs, uploaded in one transfer: tokens {M}, pos {M}, slots {M}, meta {4, M}, logit rows.
-    host_ints_.assign(size_t(M * 7 + n_out), 0);
+    // Integer inputs, uploaded in one transfer: tokens {M}, pos {M}, slots {T}, meta {4, T}, logit rows.
+    host_ints_.assign(size_t(2 * M + 5 * T + n_out), 0);
     int32_t* tok = host_ints_.data();
     int32_t* pos = tok + M;
     int32_t* slot = pos + M;
-    int32_t* meta = slot + M;
-    int32_t* out_rows = meta + 4 * M;
+    int32_t* meta = slot + T;
+    int32_t* out_rows = meta + 4 * T;
     for (int64_t i = 0, j = 0; i < M; ++i) {
         const auto& r = rows[size_t(i)];
         tok[i] = r.token, pos[i] = r.pos, slot[i] = r.slot;
         meta[4 * i + 0] = r.kv_begin, meta[4 * i + 1] = r.kv_len, meta[4 * i + 2] = r.tree, meta[4 * i + 3] = r.parent;
         if (r.logits) out_rows[j++] = int32_t(i);
     }
+    for (int64_t c = 0; c < int64_t(context.size()); ++c) {
+        const auto& e = context[size_t(c)];
+        slot[M + c] = e.slot;
+        meta[4 * (M + c) + 0] = 0, meta[4 * (M + c) + 1] = 0, meta[4 * (M + c) + 2] = -1, meta[4 * (M + c) + 3] = e.parent;
+    }
     be_.upload(*scratch_, off_ids_, host_ints_.data(), host_ints_.size() * 4);
+    const size_t at_slot = off_ids_ + size_t(2 * M) * 4, at_meta = at_slot + size_t(T) * 4;
     const tensor t_tok{scratch_.get(), off_ids_, dtype::i32, {M, 1, 1, 1}};
     const tensor t_pos{scratch_.get(), off_ids_ + size_t(M) * 4, dtype::i32, {M, 1, 1, 1}};
-    const tensor t_slot{scratch_.get(), off_ids_ + size_t(M) * 8, dtype::i32, {M, 1, 1, 1}};
-    const tensor t_meta{scratch_.get(), off_ids_ + size_t(M) * 12, dtype::i32, {4, M, 1, 1}};
-    const tensor t_out_rows{scratch_.get(), off_ids_ + size_t(M) * 28, dtype::i32, {n_out, 1, 1, 1}};
+    const tensor t_slot{scratch_.get(), at_slot, dtype::i32, {M, 1, 1, 1}};  // the rows' own slots (kv_write)
+    const tensor t_walk_slot{scratch_.get(), at_slot, dtype::i32, {T, 1, 1, 1}};
+    const tensor t_meta{scratch_.get(), at_meta, dtype::i32, {4, T, 1, 1}};
+    const tensor t_out_rows{scratch_.get(), at_meta + size_t(T) * 16, dtype::i32, {n_out, 1, 1, 1}};
 
     const int64_t E = hp.n_embd, D = hp.head_dim, Hq = hp.n_head, Hkv = hp.n_head_kv, F = hp.n_ff;
     const tensor x = act(off_x_, E, M);               // residual stream {E, M}
@@ -117,7 +139,8 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     const attention_params ap{1.f / std::sqrt(float(D))};
 
     be_.get_rows(m_.token_embd(), t_tok, x);
-    for (int l = 0; l < hp.n_layer; ++l) {
+    const int n_layers = exit_layer_ > 0 ? std::min(exit_layer_, hp.n_layer) : hp.n_layer;
+    for (int l = 0; l < n_layers; ++l) {
         const auto& w = m_.layer(l);
         // attention block
         be_.rms_norm(x, w.attn_norm, hp.rms_eps, xb);
@@ -129,7 +152,7 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
         const tensor k_rows = act(off_k_, D * Hkv, M);
         be_.kv_write(k_rows, cache_.k(l), t_slot);
         be_.kv_write(v, cache_.v(l), t_slot);
-        be_.attention(q, cache_.k(l), cache_.v(l), t_meta, t_slot, ap, att);
+        be_.attention(q, cache_.k(l), cache_.v(l), t_meta, t_walk_slot, ap, att);
         be_.matmul(w.wo, act(off_att_, D * Hq, M), tmp);
         be_.add(x, tmp, x);
         // feed-forward block: w_down(silu(w_gate x) * w_up x)

@@ -20,9 +20,16 @@ struct batch_row {
     int32_t slot = 0;      // KV cache slot this token's K/V are written to
     int32_t kv_begin = 0;  // attends to slots [kv_begin, kv_begin + kv_len) ...
     int32_t kv_len = 0;
-    int32_t tree = -1;     // ... and to slots of batch rows on the walk tree -> parent -> ... (-1: none)
-    int32_t parent = -1;   // this row's parent among the batch rows (-1: none); must be < its own index
+    int32_t tree = -1;     // ... and to the slots on the walk tree -> parent -> ... (-1: none)
+    int32_t parent = -1;   // this row's parent in the walk table (-1: none), see forward_pass::run
     bool logits = false;   // return this row's logits
+};
+
+// A walk-only entry: a token already in the cache (at `slot`) that tree walks pass through without it being
+// computed again, e.g. the ancestors of a draft-tree node expanded in an earlier pass.
+struct context_entry {
+    int32_t slot = 0;
+    int32_t parent = -1;  // index in the walk table, -1 at the top
 };
 
 // Rows for a causal chain of tokens at positions [pos0, pos0 + n) stored at slots base + pos; a sequence
@@ -34,12 +41,17 @@ class forward_pass {
     forward_pass(const model& m, kv_cache& cache);
 
     // Runs the rows through the model; writes n_logit_rows x n_vocab floats to `logits` (rows in batch
-    // order). Throws tandem::error(TANDEM_ERR_INVALID_ARGUMENT) for an invalid batch (token, slot or
-    // parent out of range) before anything is computed.
-    void run(std::span<const batch_row> rows, std::vector<float>& logits);
+    // order). Tree walks index the walk table: the M rows first, then the `context` entries. Throws
+    // tandem::error(TANDEM_ERR_INVALID_ARGUMENT) for an invalid batch (token, slot or parent out of range, a
+    // walk that does not end) before anything is computed.
+    void run(std::span<const batch_row> rows, std::vector<float>& logits, std::span<const context_entry> context = {});
+
+    // Early exit (self-speculation): run only the first n layers, then the final norm and output head.
+    // 0 = all layers.
+    void set_exit_layer(int32_t n) { exit_layer_ = n; }
 
    private:
-    void validate(std::span<const batch_row> rows) const;
+    void validate(std::span<const batch_row> rows, std::span<const context_entry> context) const;
     void reserve(int64_t n_rows, int64_t n_logits);
     tensor act(size_t offset, int64_t ne0, int64_t ne1, int64_t ne2 = 1, dtype t = dtype::f32) const;
 
@@ -52,6 +64,7 @@ class forward_pass {
     size_t off_x_ = 0, off_xb_ = 0, off_q_ = 0, off_k_ = 0, off_v_ = 0, off_att_ = 0, off_tmp_ = 0, off_gate_ = 0,
            off_up_ = 0, off_logits_ = 0, off_ids_ = 0;
     std::vector<int32_t> host_ints_;
+    int32_t exit_layer_ = 0;
 };
 
 }  // namespace tandem

@@ -128,6 +128,12 @@ gguf_value read_value(cursor& c, gguf_type t, const std::string& key) {
     // Every element needs at least its scalar size (strings: their 8-byte length), so a count the rest of
     // the file cannot hold is rejected before anything is allocated.
     const size_t min_elem = out.elem_type == gguf_type::string ? 8 : scalar_size(out.elem_type);
+    // Scalars are widened to 8 bytes in memory, so a cap keeps a hostile u8 array from costing 8x the file size.
+    constexpr uint64_t k_max_array = uint64_t(1) << 26;
+    if (n > k_max_array) {
+        c.error_at(count_at, "metadata key '" + key + "': array length " + std::to_string(n) + " exceeds the limit of " +
+                                 std::to_string(k_max_array) + " elements");
+    }
     if (n > c.remaining() / min_elem) {
         std::ostringstream s;
         s << "metadata key '" << key << "': array length " << n << " cannot fit in the " << c.remaining()

@@ -125,6 +125,40 @@ typedef struct tandem_timings {
 } tandem_timings;
 tandem_status tandem_session_timings(const tandem_session* session, tandem_timings* out);
 
+/* ---- speculative decoding (draft and target in one process) ---- */
+typedef struct tandem_spec_session tandem_spec_session;
+
+typedef struct tandem_spec_params {
+    const char* strategy;   /* "chain" (default), "tree", "dynamic" or "self" */
+    int32_t draft_max;      /* chain/self: longest draft (adapted online when adaptive != 0) */
+    int32_t adaptive;
+    const int32_t* tree;    /* tree: children per node at each depth, e.g. {4, 2, 2, 1} */
+    size_t tree_len;
+    int32_t budget;         /* dynamic: node budget */
+    int32_t exit_layer;     /* self: layers of the target used as the draft */
+    int32_t n_ctx;          /* KV capacity in tokens; <= 0 = the target's context length */
+} tandem_spec_params;
+
+#define TANDEM_SPEC_MAX_DEPTH 64
+typedef struct tandem_spec_stats {
+    uint64_t passes;   /* target forward passes */
+    uint64_t tokens;   /* tokens produced */
+    uint64_t drafted;  /* draft nodes verified */
+    double draft_seconds, verify_seconds;
+    uint64_t accepted_at_depth[TANDEM_SPEC_MAX_DEPTH]; /* accepted nodes per depth */
+    uint64_t offered_at_depth[TANDEM_SPEC_MAX_DEPTH];  /* passes whose draft reached this depth */
+} tandem_spec_stats;
+
+tandem_spec_params tandem_spec_default_params(void);
+/* draft may be NULL for strategy "self". Refuses a draft whose vocabulary differs from the target's. */
+tandem_status tandem_spec_open(tandem_model* target, tandem_model* draft, const tandem_sampling_params* sampling,
+                               const tandem_spec_params* params, tandem_spec_session** out);
+void tandem_spec_free(tandem_spec_session* session);
+tandem_status tandem_spec_start(tandem_spec_session* session, const int32_t* prompt, size_t n);
+/* One draft + verify round: writes the new tokens (the accepted draft tokens + the target's token). */
+tandem_status tandem_spec_step(tandem_spec_session* session, int32_t* tokens, size_t cap, size_t* n_out);
+tandem_status tandem_spec_get_stats(const tandem_spec_session* session, tandem_spec_stats* out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,7 @@
 #include "engine/model.h"
 #include "engine/perplexity.h"
 #include "engine/session.h"
+#include "engine/speculative.h"
 #include "engine/tandem.h"
 #if TANDEM_WITH_OPENCL
 #include "backends/opencl/opencl.h"
@@ -21,6 +22,11 @@
 struct tandem_model {
     std::unique_ptr<tandem::model> impl;
     int n_ctx = 0;
+    std::string path;
+};
+
+struct tandem_spec_session {
+    std::unique_ptr<tandem::speculative_generator> impl;
 };
 
 struct tandem_session {
@@ -123,6 +129,7 @@ tandem_status tandem_model_load(const char* path, const tandem_model_params* par
         auto m = std::make_unique<tandem_model>();
         m->impl = tandem::model::load(path, std::move(be));
         m->n_ctx = p.n_ctx;
+        m->path = path;
         *out = m.release();
     });
 }
@@ -250,6 +257,71 @@ tandem_status tandem_session_timings(const tandem_session* session, tandem_timin
         require(session && out, "tandem_session_timings: null argument");
         const auto& t = session->impl->timings();
         *out = tandem_timings{t.prompt_tokens, t.prompt_seconds, t.gen_tokens, t.gen_seconds};
+    });
+}
+
+tandem_spec_params tandem_spec_default_params(void) {
+    const tandem::draft_config d;
+    return tandem_spec_params{"chain", d.max_len, d.adaptive ? 1 : 0, nullptr, 0, d.budget, d.exit_layer, 0};
+}
+
+tandem_status tandem_spec_open(tandem_model* target, tandem_model* draft, const tandem_sampling_params* sampling,
+                               const tandem_spec_params* params, tandem_spec_session** out) {
+    return guarded([&] {
+        require(target && out, "tandem_spec_open: null argument");
+        *out = nullptr;
+        const tandem_spec_params p = params ? *params : tandem_spec_default_params();
+        tandem::draft_config cfg;
+        cfg.strategy = tandem::parse_draft_strategy(p.strategy ? p.strategy : "chain");
+        cfg.max_len = p.draft_max;
+        cfg.adaptive = p.adaptive != 0;
+        if (p.tree && p.tree_len) cfg.branching.assign(p.tree, p.tree + p.tree_len);
+        cfg.budget = p.budget;
+        cfg.exit_layer = p.exit_layer;
+        if (cfg.strategy != tandem::draft_strategy::self) {
+            require(draft != nullptr, "speculative decoding needs a draft model (or strategy \"self\")");
+            tandem::check_vocab_match(*draft->impl, draft->path, *target->impl, target->path);
+        }
+        const tandem::model& d = cfg.strategy == tandem::draft_strategy::self ? *target->impl : *draft->impl;
+        const tandem_sampling_params sp = sampling ? *sampling : tandem_sampling_default_params();
+        const int64_t ctx = p.n_ctx > 0 ? p.n_ctx : target->impl->hparams().n_ctx_train;
+        auto s = std::make_unique<tandem_spec_session>();
+        s->impl = std::make_unique<tandem::speculative_generator>(*target->impl, d, cfg, to_cpp(sp), ctx);
+        *out = s.release();
+    });
+}
+
+void tandem_spec_free(tandem_spec_session* session) { delete session; }
+
+tandem_status tandem_spec_start(tandem_spec_session* session, const int32_t* prompt, size_t n) {
+    return guarded([&] {
+        require(session && prompt && n > 0, "tandem_spec_start: null argument or empty prompt");
+        session->impl->start(std::vector<int32_t>(prompt, prompt + n));
+    });
+}
+
+tandem_status tandem_spec_step(tandem_spec_session* session, int32_t* tokens, size_t cap, size_t* n_out) {
+    return guarded([&] {
+        require(session && tokens && n_out, "tandem_spec_step: null argument");
+        // A round yields at most the longest draft path + 1 tokens; the caller's buffer must hold them.
+        require(cap >= 257, "tandem_spec_step: the token buffer must hold at least 257 tokens");
+        const auto t = session->impl->step();
+        std::copy(t.begin(), t.end(), tokens);
+        *n_out = t.size();
+    });
+}
+
+tandem_status tandem_spec_get_stats(const tandem_spec_session* session, tandem_spec_stats* out) {
+    return guarded([&] {
+        require(session && out, "tandem_spec_get_stats: null argument");
+        const auto& st = session->impl->stats();
+        *out = tandem_spec_stats{};
+        out->passes = st.passes, out->tokens = st.tokens, out->drafted = st.drafted;
+        out->draft_seconds = st.draft_seconds, out->verify_seconds = st.verify_seconds;
+        for (size_t d = 0; d < st.accepted_at_depth.size() && d < TANDEM_SPEC_MAX_DEPTH; ++d) {
+            out->accepted_at_depth[d] = st.accepted_at_depth[d];
+            out->offered_at_depth[d] = st.offered_at_depth[d];
+        }
     });
 }
 

@@ -46,10 +46,16 @@ class cpu_backend final : public host_memory_backend {
     std::string name() const override { return "cpu"; }
 
     bool supports(op o, dtype t) const override {
+        // The same matrix as cpu_ref: f32/f16 weights (get_rows, matmul) and caches (attention, kv_*).
         switch (o) {
-            case op::get_rows: case op::matmul: return t == dtype::f32 || t == dtype::f16;
-            case op::attention: case op::kv_write: case op::kv_copy: return t == dtype::f32 || t == dtype::f16;
-            default: return t == dtype::f32;
+            case op::get_rows:
+            case op::matmul:
+            case op::attention:
+            case op::kv_write:
+            case op::kv_copy:
+                return t == dtype::f32 || t == dtype::f16;
+            default:
+                return t == dtype::f32;
         }
     }
 
@@ -230,9 +236,9 @@ class cpu_backend final : public host_memory_backend {
         // All reads before any write, so overlapping moves (compaction) see the old rows. A few rows per
         // layer: a serial memcpy is faster than waking workers.
         const size_t rb = cache.row_bytes();
-        staged_.resize(rb * size_t(n));
-        for (int64_t i = 0; i < n; ++i) std::memcpy(staged_.data() + rb * size_t(i), row_ptr(cache, s[i]), rb);
-        for (int64_t i = 0; i < n; ++i) std::memcpy(row_ptr(cache, d[i]), staged_.data() + rb * size_t(i), rb);
+        std::vector<char> staged(rb * size_t(n));  // local, so concurrent calls on one backend stay safe
+        for (int64_t i = 0; i < n; ++i) std::memcpy(staged.data() + rb * size_t(i), row_ptr(cache, s[i]), rb);
+        for (int64_t i = 0; i < n; ++i) std::memcpy(row_ptr(cache, d[i]), staged.data() + rb * size_t(i), rb);
     }
 
     void argmax(const tensor& x, const tensor& out) override {
@@ -265,7 +271,6 @@ class cpu_backend final : public host_memory_backend {
     }
 
     std::unique_ptr<thread_pool> pool_;
-    std::vector<char> staged_;  // kv_copy's reads, kept to avoid an allocation per call
 };
 
 }  // namespace

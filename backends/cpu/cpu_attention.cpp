@@ -18,6 +18,7 @@ constexpr int64_t block = 64;  // slots per online-softmax step
 
 struct layout {
     int64_t d, hq, m_rows, hkv, group, n_slots, row_stride;  // row_stride: elements per cache row
+    int64_t n_walk;  // walk table entries (meta rows): the m_rows query rows, then walk-only entries
     float scale;
 };
 
@@ -50,9 +51,10 @@ visible_slots collect(const layout& L, const int32_t* mt, const int32_t* sl) {
         }
         int64_t steps = 0;
         for (int32_t j = mt[m * 4 + 2]; j >= 0; j = mt[int64_t(j) * 4 + 3]) {
-            // A walk longer than the batch has a cycle: the bound keeps a bad parent array from hanging us.
-            if (j >= L.m_rows || ++steps > L.m_rows) throw error(TANDEM_ERR_INVALID_ARGUMENT, "attention: bad tree");
-            if (sl[j] < 0 || sl[j] >= L.n_slots) throw error(TANDEM_ERR_INVALID_ARGUMENT, "attention: slot out of range");
+            // A walk longer than the walk table has a cycle: the bound keeps a bad parent array from hanging us.
+            if (j >= L.n_walk || ++steps > L.n_walk) throw error(TANDEM_ERR_INVALID_ARGUMENT, "attention: bad tree");
+            if (sl[j] < 0 || sl[j] >= L.n_slots)
+                throw error(TANDEM_ERR_INVALID_ARGUMENT, "attention: slot out of range");
             v.tree.push_back(sl[j]);
         }
     }
@@ -61,34 +63,13 @@ visible_slots collect(const layout& L, const int32_t* mt, const int32_t* sl) {
     return v;
 }
 
-constexpr int64_t prefetch_distance = 8;  // slots
+constexpr int64_t prefetch_distance = 8;  // slots ahead
 
+// Cache rows are a whole row (all kv heads) apart, too far for the hardware prefetcher.
 template <typename CT>
-inline void prefetch(const CT* p, int64_t n) {
-#if defined(__GNUC__)
+inline void prefetch(const CT* p, int64_t lines) {
     const char* c = reinterpret_cast<const char*>(p);
-    for (int64_t off = 0; off < n * int64_t(sizeof(CT)); off += 64) __builtin_prefetch(c + off);
-#else
-    (void)p, (void)n;
-#endif
-}
-
-// acc[i] = acc[i] * c (c != 1 only after the running max grew).
-inline void scale_inplace(float* acc, int64_t d, float c) {
-    using namespace simd;
-    int64_t i = 0;
-    for (; i + width <= d; i += width) store(acc + i, mul(load(acc + i), set1(c)));
-    for (; i < d; ++i) acc[i] *= c;
-}
-
-// acc[i] += p * v[i]
-template <typename CT>
-inline void axpy(float* acc, const CT* v, int64_t d, float p) {
-    using namespace simd;
-    const vf pv = set1(p);
-    int64_t i = 0;
-    for (; i + width <= d; i += width) store(acc + i, fma(pv, load(v + i), load(acc + i)));
-    for (; i < d; ++i) acc[i] += p * to_f32(v[i]);
+    for (int64_t l = 0; l < lines; ++l) __builtin_prefetch(c + 64 * l);
 }
 
 // x[i] = exp(x[i] - shift); returns the sum.
@@ -106,34 +87,105 @@ inline float exp_shifted(float* x, int64_t n, float shift) {
     return s;
 }
 
+// s[j] = scale * dot(q, k[j]) for nb rows; `width` rows at a time share each q load and one transposing
+// reduction instead of a horizontal sum per row.
+template <typename CT>
+void scores_block(const float* q, const CT* const* k, int64_t nb, int64_t d, float scale, float* s) {
+    using namespace simd;
+    int64_t j = 0;
+    for (; j + width <= nb; j += width) {
+        vf acc[width];
+        for (auto& a : acc) a = zero();
+        int64_t i = 0;
+        for (; i + width <= d; i += width) {
+            const vf qv = load(q + i);
+            for (int t = 0; t < width; ++t) acc[t] = fma(qv, load(k[j + t] + i), acc[t]);
+        }
+        vf sums = sum_each(acc);
+        if (i < d) {  // head size not a multiple of the vector width
+            alignas(64) float tail[width];
+            for (int t = 0; t < width; ++t) {
+                tail[t] = 0.f;
+                for (int64_t r = i; r < d; ++r) tail[t] += q[r] * to_f32(k[j + t][r]);
+            }
+            sums = add(sums, load(tail));
+        }
+        store(s + j, mul(sums, set1(scale)));
+    }
+    for (; j < nb; ++j) s[j] = simd::dot(q, k[j], d) * scale;
+}
+
+// acc[i] += sum_j p[j] * v[j][i], with accumulators held in registers across the block's rows.
+template <typename CT>
+void accumulate_block(float* acc, const float* p, const CT* const* v, int64_t nb, int64_t d) {
+    using namespace simd;
+    int64_t i = 0;
+    for (; i + 4 * width <= d; i += 4 * width) {
+        vf a0 = load(acc + i), a1 = load(acc + i + width), a2 = load(acc + i + 2 * width),
+           a3 = load(acc + i + 3 * width);
+        for (int64_t j = 0; j < nb; ++j) {
+            const vf pv = set1(p[j]);
+            const CT* vr = v[j] + i;
+            a0 = fma(pv, load(vr), a0);
+            a1 = fma(pv, load(vr + width), a1);
+            a2 = fma(pv, load(vr + 2 * width), a2);
+            a3 = fma(pv, load(vr + 3 * width), a3);
+        }
+        store(acc + i, a0), store(acc + i + width, a1), store(acc + i + 2 * width, a2), store(acc + i + 3 * width, a3);
+    }
+    for (; i + width <= d; i += width) {
+        vf a0 = load(acc + i);
+        for (int64_t j = 0; j < nb; ++j) a0 = fma(set1(p[j]), load(v[j] + i), a0);
+        store(acc + i, a0);
+    }
+    for (; i < d; ++i) {
+        float a = acc[i];
+        for (int64_t j = 0; j < nb; ++j) a += p[j] * to_f32(v[j][i]);
+        acc[i] = a;
+    }
+}
+
+// acc[i] *= c (c != 1 only after the running max grew).
+inline void scale_inplace(float* acc, int64_t d, float c) {
+    using namespace simd;
+    int64_t i = 0;
+    for (; i + width <= d; i += width) store(acc + i, mul(load(acc + i), set1(c)));
+    for (; i < d; ++i) acc[i] *= c;
+}
+
 // Query heads [h0, h1) of row m, all reading kv head kvh, over row m's visible slots.
 template <typename CT>
 void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cache, const visible_slots& vis, int64_t m,
             int64_t kvh, int64_t h0, int64_t h1, float* out, std::vector<float>& scratch) {
     const int64_t g = h1 - h0, d = L.d;
     scratch.assign(size_t(g * (block + d + 2)), 0.f);
-    float* scores = scratch.data();            // [g][block]
-    float* acc = scores + g * block;           // [g][d]
-    float* run_max = acc + g * d;              // [g]
-    float* run_sum = run_max + g;              // [g]
+    float* scores = scratch.data();   // [g][block]
+    float* acc = scores + g * block;  // [g][d]
+    float* run_max = acc + g * d;     // [g]
+    float* run_sum = run_max + g;     // [g]
     std::fill(run_max, run_max + g, -std::numeric_limits<float>::infinity());
     const float* qrow = q + (m * L.hq + h0) * d;
     const int64_t run_begin = vis.run_begin[size_t(m)], run_len = vis.run_len[size_t(m)];
     const int32_t* tree = vis.tree.data() + vis.tree_begin[size_t(m)];
     const int64_t n_vis = run_len + vis.tree_begin[size_t(m) + 1] - vis.tree_begin[size_t(m)];
-    int64_t ids[block];
+    const int64_t lines = (d * int64_t(sizeof(CT)) + 63) / 64;
+    const CT* krows[block];
+    const CT* vrows[block];
     for (int64_t b0 = 0; b0 < n_vis; b0 += block) {
         const int64_t nb = std::min(block, n_vis - b0);
-        for (int64_t j = 0; j < nb; ++j) ids[j] = b0 + j < run_len ? run_begin + b0 + j : tree[b0 + j - run_len];
-        for (int64_t j = 0; j < std::min<int64_t>(nb, prefetch_distance); ++j)
-            prefetch(k_cache + ids[j] * L.row_stride + kvh * d, d);
         for (int64_t j = 0; j < nb; ++j) {
-            // Cache rows are a whole row apart (all kv heads), too far for the hardware prefetcher: fetch the
-            // K row a few slots ahead, and this slot's V row for the accumulation after the block.
-            if (j + prefetch_distance < nb) prefetch(k_cache + ids[j + prefetch_distance] * L.row_stride + kvh * d, d);
-            prefetch(v_cache + ids[j] * L.row_stride + kvh * d, d);
-            const CT* kr = k_cache + ids[j] * L.row_stride + kvh * d;
-            for (int64_t h = 0; h < g; ++h) scores[h * block + j] = simd::dot(qrow + h * d, kr, d) * L.scale;
+            const int64_t slot = b0 + j < run_len ? run_begin + b0 + j : tree[b0 + j - run_len];
+            krows[j] = k_cache + slot * L.row_stride + kvh * d;
+            vrows[j] = v_cache + slot * L.row_stride + kvh * d;
+        }
+        // K rows a few slots ahead of the dot products, V rows for the accumulation after the softmax step.
+        for (int64_t j = 0; j < nb; ++j) prefetch(vrows[j], lines);
+        for (int64_t j = 0; j < std::min(nb, prefetch_distance); ++j) prefetch(krows[j], lines);
+        for (int64_t j0 = 0; j0 < nb; j0 += prefetch_distance) {
+            const int64_t j1 = std::min(nb, j0 + prefetch_distance);
+            for (int64_t j = j1; j < std::min(nb, j1 + prefetch_distance); ++j) prefetch(krows[j], lines);
+            for (int64_t h = 0; h < g; ++h)
+                scores_block(qrow + h * d, krows + j0, j1 - j0, d, L.scale, scores + h * block + j0);
         }
         for (int64_t h = 0; h < g; ++h) {
             float* s = scores + h * block;
@@ -149,10 +201,7 @@ void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cach
                 run_max[h] = new_max;
             }
             run_sum[h] += psum;
-        }
-        for (int64_t j = 0; j < nb; ++j) {
-            const CT* vr = v_cache + ids[j] * L.row_stride + kvh * d;
-            for (int64_t h = 0; h < g; ++h) axpy(acc + h * d, vr, d, scores[h * block + j]);
+            accumulate_block(acc + h * d, s, vrows, nb, d);
         }
     }
     for (int64_t h = 0; h < g; ++h) {
@@ -193,12 +242,14 @@ void attention(thread_pool& pool, const tensor& q, const tensor& k_cache, const 
     layout L;
     L.d = q.ne[0], L.hq = q.ne[1], L.m_rows = q.ne[2];
     L.hkv = k_cache.ne[0] / L.d, L.group = L.hq / L.hkv, L.n_slots = k_cache.nrows(), L.row_stride = k_cache.ne[0];
+    L.n_walk = meta.nrows();
     L.scale = p.scale;
     const visible_slots vis = collect(L, meta.host<const int32_t>(), slots.host<const int32_t>());
     const float* qp = q.host<const float>();
     float* op = out.host<float>();
     switch (k_cache.type) {
-        case dtype::f32: return run(pool, L, qp, k_cache.host<const float>(), v_cache.host<const float>(), vis, op);
+        case dtype::f32:
+            return run(pool, L, qp, k_cache.host<const float>(), v_cache.host<const float>(), vis, op);
         case dtype::f16:
             return run(pool, L, qp, k_cache.host<const uint16_t>(), v_cache.host<const uint16_t>(), vis, op);
         default:

@@ -23,9 +23,12 @@ constexpr int tile_m = 2, tile_n = 5;
 #endif
 constexpr int gemv_n = 8;
 
-// f32 weights go to OpenBLAS SGEMM from this many activation rows on. Below it our kernel is faster:
-// measured at K=768 N=2048 on 2 threads, 155 vs 999 us at M=2, 637 vs 994 us at M=16, about even at M=64,
-// while SGEMM wins from M=128 (4.9 vs 5.5 ms) and at M=512 (25 vs 34 ms).
+// f32 weights go to OpenBLAS SGEMM from this many activation rows on; below, our kernel. Measured on 2
+// threads (a loaded 2-vCPU Zen 3/4 VM, so roughly): K=768 N=2048, M=2: 155 vs 999 us, M=16: 637 vs 994 us,
+// M=64: about even, M=128: 5.5 vs 4.9 ms, M=512: 34 vs 25 ms. For one row (GEMV) cblas_sgemv was faster on
+// L3-resident weights (768x2048: 44-55 vs 65-103 us) but slower on DRAM-resident ones (2048x5632: 1.7 vs
+// 1.3 ms; 768x32000: 6.6 vs 3.7 ms), and keeping decode on our pool avoids OpenBLAS's spinning threads
+// competing with ours between ops.
 constexpr int64_t blas_min_rows = 64;
 
 // Keeps v in a register: without it GCC folds a reused load into every FMA that uses it, and the extra

@@ -112,8 +112,9 @@ class cpu_ref_backend final : public host_memory_backend {
             std::vector<int64_t> visible;
             for (int64_t s = 0; s < mt[m * 4 + 1]; ++s) visible.push_back(int64_t(mt[m * 4 + 0]) + s);
             int64_t steps = 0;
+            const int64_t n_walk = meta.nrows();  // query rows, then walk-only entries
             for (int32_t j = mt[m * 4 + 2]; j >= 0; j = mt[j * 4 + 3]) {
-                if (j >= m_rows || ++steps > m_rows) throw error(TANDEM_ERR_INVALID_ARGUMENT, "attention: bad tree");
+                if (j >= n_walk || ++steps > n_walk) throw error(TANDEM_ERR_INVALID_ARGUMENT, "attention: bad tree");
                 visible.push_back(sl[j]);
             }
             for (int64_t head = 0; head < hq; ++head) {

@@ -16,30 +16,59 @@ namespace tandem::simd {
 
 #if defined(__AVX512F__)
 
+// The zero-masking (maskz) forms are used where the plain intrinsic would do: GCC 12's plain forms pass
+// an "undefined" vector that trips -Wuninitialized once inlined (GCC bug 105593); with a full mask they
+// compute the same thing.
 constexpr int width = 16;
 using vf = __m512;
+constexpr __mmask16 all = 0xffff;
 inline vf zero() { return _mm512_setzero_ps(); }
 inline vf set1(float a) { return _mm512_set1_ps(a); }
 inline vf load(const float* p) { return _mm512_loadu_ps(p); }
-inline vf load(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline vf load(const uint16_t* p) {
+    return _mm512_maskz_cvtph_ps(all, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
 inline void store(float* p, vf a) { _mm512_storeu_ps(p, a); }
 inline void store(uint16_t* p, vf a) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_maskz_cvtps_ph(all, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 inline vf add(vf a, vf b) { return _mm512_add_ps(a, b); }
 inline vf mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf div(vf a, vf b) { return _mm512_div_ps(a, b); }
-inline vf max(vf a, vf b) { return _mm512_max_ps(a, b); }
-inline vf fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c
-inline float reduce_add(vf a) { return _mm512_reduce_add_ps(a); }
-inline float reduce_max(vf a) { return _mm512_reduce_max_ps(a); }
-
-inline vf min(vf a, vf b) { return _mm512_min_ps(a, b); }
+inline vf max(vf a, vf b) { return _mm512_maskz_max_ps(all, a, b); }
+inline vf min(vf a, vf b) { return _mm512_maskz_min_ps(all, a, b); }
+inline vf fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }    // a * b + c
 inline vf fnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
-inline vf round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// The two 256-bit halves of a.
+inline __m256 low_half(vf a) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(a), 0)); }
+inline __m256 high_half(vf a) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(a), 1)); }
+inline float reduce_add(vf a) {
+    const __m256 h = _mm256_add_ps(low_half(a), high_half(a));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+inline float reduce_max(vf a) {
+    const __m256 h = _mm256_max_ps(low_half(a), high_half(a));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+// Lane i of the result = sum of the lanes of v[i], for `width` vectors. (Per-vector reductions: simple;
+// a shuffle network would be faster but could not be run on the AVX2 machine these kernels were built on.)
+inline vf sum_each(const vf* v) {
+    alignas(64) float t[16];
+    for (int i = 0; i < 16; ++i) t[i] = reduce_add(v[i]);
+    return _mm512_load_ps(t);
+}
+inline vf round(vf a) { return _mm512_maskz_roundscale_ps(all, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // 2^n for integral n in [-126, 127], built in the exponent field.
 inline vf pow2i(vf n) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+    const __m512i e = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, e, 23));
 }
 // a where x >= t, else 0.
 inline vf keep_ge(vf a, vf x, float t) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, set1(t), _CMP_GE_OQ), a); }
@@ -73,6 +102,13 @@ inline float reduce_max(vf a) {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+// Lane i of the result = sum of the lanes of v[i], for 8 vectors: two rounds of pairwise horizontal adds,
+// then the two 128-bit halves added.
+inline vf sum_each(const vf* v) {
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
 inline vf min(vf a, vf b) { return _mm256_min_ps(a, b); }
 inline vf fnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
 inline vf round(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -99,6 +135,7 @@ inline vf fma(vf a, vf b, vf c) { return a * b + c; }
 inline float reduce_add(vf a) { return a; }
 inline float reduce_max(vf a) { return a; }
 inline vf exp(vf x) { return std::exp(x); }
+inline vf sum_each(const vf* v) { return v[0]; }
 
 #endif
 

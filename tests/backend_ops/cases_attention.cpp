@@ -1,6 +1,6 @@
-// attention cases: causal prefill chains, decode rows, token trees (random parent arrays), and ragged
-// batches of several sessions in one call, over head sizes 8/64/128, GQA ratios 1/2/4, f32 and f16 caches
-// and contexts up to 2000 slots.
+// attention cases: causal prefill chains, decode rows, token trees (random parent arrays, also split over
+// two passes with walk-only entries), and ragged batches of several sessions in one call, over head sizes
+// 8/64/128, GQA ratios 1/2/4, f32 and f16 caches and contexts up to 2000 slots.
 #include <cmath>
 
 #include "tests/backend_ops/cases.h"
@@ -19,34 +19,84 @@ void attention_rows::add_chain(int64_t base, int64_t committed, int64_t n_new) {
     }
 }
 
-void attention_rows::add_tree(rng& r, int64_t base, int64_t committed, int64_t n_nodes, int64_t max_depth,
-                              bool many_roots) {
-    const int64_t row0 = size();
-    std::vector<int64_t> depth;
-    for (int64_t j = 0; j < n_nodes; ++j) {
-        int64_t parent = -1;
+namespace {
+
+// parent[j] < j for a random tree of n nodes of depth <= max_depth (-1 marks a root).
+std::vector<int64_t> random_parents(rng& r, int64_t n, int64_t max_depth, bool many_roots) {
+    std::vector<int64_t> parent, depth;
+    for (int64_t j = 0; j < n; ++j) {
+        int64_t p = -1;
         if (j > 0 && (!many_roots || r.integer(0, 7) != 0)) {
             std::vector<int64_t> open;  // nodes that may take a child without exceeding max_depth
             for (int64_t i = 0; i < j; ++i)
                 if (depth[size_t(i)] < max_depth) open.push_back(i);
-            if (!open.empty()) parent = open[size_t(r.integer(0, int64_t(open.size()) - 1))];
+            if (!open.empty()) p = open[size_t(r.integer(0, int64_t(open.size()) - 1))];
         }
-        depth.push_back(parent < 0 ? 1 : depth[size_t(parent)] + 1);
-        push_meta(base, committed, row0 + j, parent < 0 ? -1 : row0 + parent);
+        parent.push_back(p);
+        depth.push_back(p < 0 ? 1 : depth[size_t(p)] + 1);
+    }
+    return parent;
+}
+
+}  // namespace
+
+void attention_rows::add_tree(rng& r, int64_t base, int64_t committed, int64_t n_nodes, int64_t max_depth,
+                              bool many_roots) {
+    const int64_t row0 = size();
+    const auto parent = random_parents(r, n_nodes, max_depth, many_roots);
+    for (int64_t j = 0; j < n_nodes; ++j) {
+        push_meta(base, committed, row0 + j, parent[size_t(j)] < 0 ? -1 : row0 + parent[size_t(j)]);
         slots.push_back(int32_t(base + committed + j));
     }
 }
 
+void attention_rows::add_tree_second_pass(rng& r, int64_t base, int64_t committed, int64_t n_old, int64_t n_new,
+                                          int64_t max_depth) {
+    const int64_t row0 = size(), walk0 = int64_t(walk_slots.size());
+    const auto parent = random_parents(r, n_old + n_new, max_depth, false);
+    auto ref = [&](int64_t node) {  // where a node lives: a walk-only entry or a query row
+        return node < 0 ? -1 : node < n_old ? walk_ref(walk0 + node) : row0 + node - n_old;
+    };
+    for (int64_t j = 0; j < n_old + n_new; ++j) {
+        const int32_t slot = int32_t(base + committed + j);
+        if (j < n_old) {
+            for (int64_t v : {int64_t(-77), int64_t(1) << 30, int64_t(-1), ref(parent[size_t(j)])})
+                walk_meta.push_back(int32_t(v));
+            walk_slots.push_back(slot);
+        } else {
+            push_meta(base, committed, ref(j), ref(parent[size_t(j)]));
+            slots.push_back(slot);
+        }
+    }
+}
+
+std::vector<int32_t> attention_rows::table_meta() const {
+    const int64_t m = size();
+    std::vector<int32_t> t = meta;
+    t.insert(t.end(), walk_meta.begin(), walk_meta.end());
+    for (size_t i = 0; i < t.size(); i += 4)
+        for (size_t f : {size_t(2), size_t(3)})
+            if (t[i + f] <= -2) t[i + f] = int32_t(m + (-2 - int64_t(t[i + f])));
+    return t;
+}
+
+std::vector<int32_t> attention_rows::table_slots() const {
+    std::vector<int32_t> t = slots;
+    t.insert(t.end(), walk_slots.begin(), walk_slots.end());
+    return t;
+}
+
 op_case attention_case(rng& r, const std::string& variant, const attention_shape& s, const attention_rows& rows) {
-    const int64_t m = rows.size();
+    const int64_t m = rows.size(), t = m + int64_t(rows.walk_slots.size());
     op_case c;
     c.desc = variant + " D=" + std::to_string(s.d) + " Hq=" + std::to_string(s.hq) + " Hkv=" + std::to_string(s.hkv) +
-             " S=" + std::to_string(s.n_slots) + " M=" + std::to_string(m) + " qscale=" + std::to_string(s.q_scale);
+             " S=" + std::to_string(s.n_slots) + " M=" + std::to_string(m) + " T=" + std::to_string(t) +
+             " qscale=" + std::to_string(s.q_scale);
     c.args = {random_arg(r, dtype::f32, {s.d, s.hq, m, 1}, -s.q_scale, s.q_scale),
               random_arg(r, s.cache, {s.d * s.hkv, s.n_slots, 1, 1}),
               random_arg(r, s.cache, {s.d * s.hkv, s.n_slots, 1, 1}),
-              i32_arg({4, m, 1, 1}, rows.meta),
-              i32_arg({m, 1, 1, 1}, rows.slots),
+              i32_arg({4, t, 1, 1}, rows.table_meta()),
+              i32_arg({t, 1, 1, 1}, rows.table_slots()),
               output_arg(dtype::f32, {s.d, s.hq, m, 1})};
     c.outputs = {5};
     // Outputs are convex combinations of values in [-1, 1]. Reordered dot products move scores (up to ~50
@@ -54,10 +104,10 @@ op_case attention_case(rng& r, const std::string& variant, const attention_shape
     // extra slot among 2000 moves a row by ~2.5e-4 against outputs of ~1e-2, an NMSE of ~1e-4.
     c.tol = {1e-9, 5e-5};
     const float scale = 1.f / std::sqrt(float(s.d));
-    c.run = [scale](backend& b, const std::vector<tensor>& t) {
+    c.run = [scale](backend& b, const std::vector<tensor>& a) {
         attention_params p;
         p.scale = scale;
-        b.attention(t[0], t[1], t[2], t[3], t[4], p, t[5]);
+        b.attention(a[0], a[1], a[2], a[3], a[4], p, a[5]);
     };
     return c;
 }
@@ -70,7 +120,9 @@ struct head_config {
 // Head sizes 8 / 64 / 128 against GQA ratios 1, 2 and 4.
 const head_config heads[] = {{8, 2, 2}, {64, 4, 2}, {128, 4, 1}, {64, 8, 8}, {8, 8, 2}};
 
-std::string variant(const char* kind, dtype cache) { return "attention_" + std::string(kind) + "_" + std::string(dtype_name(cache)); }
+std::string variant(const char* kind, dtype cache) {
+    return "attention_" + std::string(kind) + "_" + std::string(dtype_name(cache));
+}
 
 void prefill(backend_ops& t, dtype cache) {
     for (const auto& h : heads) {
@@ -116,6 +168,15 @@ void tree(backend_ops& t, dtype cache) {
             }
         }
     }
+    // Trees verified in two passes: the earlier nodes are walk-only entries after the query rows.
+    for (const auto& h : heads) {
+        for (auto [n_old, n_new] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {20, 44}}) {
+            attention_rows rows;
+            rows.add_tree_second_pass(t.random(), 0, 30, n_old, n_new, 8);
+            attention_shape s{h.d, h.hq, h.hkv, 30 + n_old + n_new, cache, 1.f};
+            t.check(attention_case(t.random(), variant("tree", cache), s, rows));
+        }
+    }
     // A chain-shaped tree as deep as the batch (depth limit = node count).
     attention_rows deep;
     deep.add_tree(t.random(), 0, 40, 64, 64, false);
@@ -131,9 +192,13 @@ void ragged(backend_ops& t, dtype cache) {
             int64_t base = 0;
             for (int64_t sidx = 0; sidx < n_sessions; ++sidx) {
                 const int64_t committed = t.random().integer(0, 400);
-                const int64_t kind = t.random().integer(0, 2);
+                const int64_t kind = t.random().integer(0, 3);
                 const int64_t n_new = kind == 0 ? 1 : t.random().integer(1, 20);
-                if (kind == 2) {
+                if (kind == 3) {
+                    const int64_t n_old = t.random().integer(1, 10);
+                    rows.add_tree_second_pass(t.random(), base, committed, n_old, n_new, 8);
+                    base += n_old;
+                } else if (kind == 2) {
                     rows.add_tree(t.random(), base, committed, n_new, 8, true);
                 } else {
                     rows.add_chain(base, committed, n_new);
@@ -143,8 +208,8 @@ void ragged(backend_ops& t, dtype cache) {
             // A row that sees nothing (an empty session): its output is zero.
             rows.push_meta(base, 0, -1, -1);
             rows.slots.push_back(0);
-            t.check(attention_case(t.random(), variant("ragged", cache), {h.d, h.hq, h.hkv, base + 1, cache, 2.f},
-                                   rows));
+            t.check(
+                attention_case(t.random(), variant("ragged", cache), {h.d, h.hq, h.hkv, base + 1, cache, 2.f}, rows));
         }
     }
 }

@@ -68,7 +68,9 @@ TEST_P(backend_ops, rms_norm_f32_f32) {
                     // Only the sum of squares (up to 4097 terms) is reordered: ~1e-6 relative on outputs up to
                     // |3.5| (seen: 5e-6); a dropped eps or element shows at 1e-2 relative or more.
                     c.tol = {1e-10, 5e-5};
-                    c.run = [w, out](backend& b, const std::vector<tensor>& a) { b.rms_norm(a[0], a[w], 1e-5f, a[out]); };
+                    c.run = [w, out](backend& b, const std::vector<tensor>& a) {
+                        b.rms_norm(a[0], a[w], 1e-5f, a[out]);
+                    };
                     check(c);
                 }
             }
@@ -90,7 +92,8 @@ TEST_P(backend_ops, rope_f32_f32) {
                 op_case c;
                 c.desc = "rope_f32_f32" + dims("x", {s.d, s.h, s.m1, s.m2}) + " n_rot=" + std::to_string(n_rot) +
                          " base=" + std::to_string(base);
-                c.args = {random_arg(random(), dtype::f32, {s.d, s.h, s.m1, s.m2}), i32_arg({s.m1 * s.m2, 1, 1, 1}, pos)};
+                c.args = {random_arg(random(), dtype::f32, {s.d, s.h, s.m1, s.m2}),
+                          i32_arg({s.m1 * s.m2, 1, 1, 1}, pos)};
                 c.outputs = {0};
                 // Angles up to 4096 rad carry float rounding of ~2.4e-4 rad (half an ulp of 4096) in any
                 // implementation that does not copy cpu_ref's exact expression; a wrong frequency or pair is O(1).
@@ -242,12 +245,16 @@ TEST_P(backend_ops, argmax_f32_i32) {
                 std::vector<float> x;
                 const char* what = "";
                 switch (kind) {
-                    case 0: what = "random", x = random_floats(random(), k * m); break;
+                    case 0:
+                        what = "random", x = random_floats(random(), k * m);
+                        break;
                     case 1:  // few distinct values: the maximum repeats, the first must win
                         what = "ties";
                         for (int64_t i = 0; i < k * m; ++i) x.push_back(float(random().integer(0, 3)));
                         break;
-                    case 2: what = "constant", x.assign(size_t(k * m), -7.f); break;
+                    case 2:
+                        what = "constant", x.assign(size_t(k * m), -7.f);
+                        break;
                     default:  // the maximum in the last column
                         what = "max-last";
                         x = random_floats(random(), k * m, -1.f, 0.f);

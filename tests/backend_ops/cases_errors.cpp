@@ -44,9 +44,15 @@ op_case kv_copy_slots(dtype cache, std::vector<int32_t> src, std::vector<int32_t
     return c;
 }
 
-op_case attention_meta(dtype cache, std::vector<int32_t> meta, std::vector<int32_t> slots, const char* what) {
+// A raw meta/slots table whose first m entries (all if m < 0) are query rows, the rest walk-only.
+op_case attention_meta(dtype cache, std::vector<int32_t> meta, std::vector<int32_t> slots, const char* what,
+                       int64_t m = -1) {
     attention_rows rows;
-    rows.meta = std::move(meta), rows.slots = std::move(slots);
+    const size_t q = m < 0 ? slots.size() : size_t(m);
+    rows.meta.assign(meta.begin(), meta.begin() + ptrdiff_t(4 * q));
+    rows.walk_meta.assign(meta.begin() + ptrdiff_t(4 * q), meta.end());
+    rows.slots.assign(slots.begin(), slots.begin() + ptrdiff_t(q));
+    rows.walk_slots.assign(slots.begin() + ptrdiff_t(q), slots.end());
     rng r(1);
     op_case c = attention_case(r, std::string("attention ") + what, {8, 2, 1, 16, cache, 1.f}, rows);
     return c;
@@ -134,13 +140,17 @@ TEST_P(backend_errors, kv_slot_out_of_range) {
 TEST_P(backend_errors, attention_slot_out_of_range) {
     for (dtype t : {dtype::f32, dtype::f16}) {
         if (!dut().supports(op::attention, t)) continue;
-        check_throws(attention_meta(t, {10, 7, -1, -1}, {0}, "run past the cache end"));
-        check_throws(attention_meta(t, {-2, 3, -1, -1}, {0}, "run before the cache start"));
-        check_throws(attention_meta(t, {0, 3, 0, -1}, {16}, "tree slot past the cache end"));
-        check_throws(attention_meta(t, {0, 3, 0, -1}, {-1}, "negative tree slot"));
-        check_throws(attention_meta(t, {0, 3, 0, 1, 0, 3, 1, 0}, {4, 5}, "cyclic tree"));
-        check_throws(attention_meta(t, {0, 3, 0, 0}, {4}, "self-parented tree"));
-        check_throws(attention_meta(t, {0, 3, 2, -1, 0, 3, 1, -1}, {4, 5}, "tree row outside the batch"));
+        check_attention_rejects(attention_meta(t, {10, 7, -1, -1}, {0}, "run past the cache end"));
+        check_attention_rejects(attention_meta(t, {-2, 3, -1, -1}, {0}, "run before the cache start"));
+        check_attention_rejects(attention_meta(t, {0, 3, 0, -1}, {16}, "tree slot past the cache end"));
+        check_attention_rejects(attention_meta(t, {0, 3, 0, -1}, {-1}, "negative tree slot"));
+        check_attention_rejects(attention_meta(t, {0, 3, 0, 1, 0, 3, 1, 0}, {4, 5}, "cyclic tree"));
+        check_attention_rejects(attention_meta(t, {0, 3, 0, 0}, {4}, "self-parented tree"));
+        check_attention_rejects(attention_meta(t, {0, 3, 2, -1, 0, 3, 1, -1}, {4, 5}, "tree row outside the batch"));
+        // Walk-only entries (T = 2 > M = 1): a walk into an index >= T, and a cycle among walk-only entries.
+        check_attention_rejects(attention_meta(t, {0, 3, 0, 1, 9, 9, -1, 2}, {4, 5}, "walk past the table", 1));
+        check_attention_rejects(attention_meta(t, {0, 3, 0, 1, 9, 9, -1, 1}, {4, 5}, "walk-only cycle", 1));
+        check_attention_rejects(attention_meta(t, {0, 3, 0, 1, 9, 9, -1, -1}, {4, 16}, "walk-only slot past the end", 1));
     }
 }
 

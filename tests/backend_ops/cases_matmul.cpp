@@ -51,6 +51,20 @@ TEST_P(backend_ops, matmul_f16_f32) {
     sweep(*this, dtype::f16);
 }
 
+// Weights handed over the way the model loader does it: wrap_host on memory the caller keeps alive.
+TEST_P(backend_ops, matmul_f16_f32_wrap_host) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f16);
+    for (int64_t k : {33, 4097}) {
+        const arg w = random_arg(random(), dtype::f16, {k, 64, 1, 1});
+        for (int64_t m : {1, 9}) {
+            op_case c = matmul_case(random(), w, m);
+            c.desc += " wrap_host";
+            c.wrap_inputs = true;
+            check(c);
+        }
+    }
+}
+
 // The same products with thread counts other than the default (more threads than items, odd splits).
 TEST_P(backend_ops, matmul_f16_f32_threads) {
     TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f16);

@@ -93,7 +93,8 @@ TEST_F(harness_self_test, accepts_identical_results) {
 
 TEST_F(harness_self_test, rejects_perturbed_element) {
     for (const auto& c : representative_cases()) {
-        const std::string msg = run_case(*a_, *b_, c, [&](int i, std::vector<uint8_t>& buf) { perturb_one(c, i, buf); });
+        const std::string msg =
+            run_case(*a_, *b_, c, [&](int i, std::vector<uint8_t>& buf) { perturb_one(c, i, buf); });
         EXPECT_NE(msg, "") << c.desc << ": a perturbed element was accepted";
     }
 }

@@ -23,7 +23,8 @@ TEST(thread_pool, covers_every_item_once) {
                     if (e - b < min_chunk && e != n) short_chunk = true;
                     for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
                 });
-                for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "threads " << threads << " n " << n;
+                for (int64_t i = 0; i < n; ++i)
+                    ASSERT_EQ(hits[size_t(i)].load(), 1) << "threads " << threads << " n " << n;
                 EXPECT_FALSE(short_chunk) << "a chunk shorter than " << min_chunk;
             }
         }

@@ -27,6 +27,13 @@ struct generate_options {
     int64_t seed = -1;
     bool ignore_eos = false;
     bool no_timings = false;
+    // speculative decoding
+    std::string draft;
+    std::string spec;
+    int draft_max = 8;
+    std::vector<int> tree{4, 2, 2, 1};
+    int tree_budget = 32;
+    int exit_layer = 2;
 };
 
 struct model_deleter {
@@ -35,6 +42,75 @@ struct model_deleter {
 struct session_deleter {
     void operator()(tandem_session* s) const { tandem_session_free(s); }
 };
+
+// Streams `tok` after `prev`; returns false at a stop token.
+bool emit(tandem_model* model, const tandem_model_desc& desc, const generate_options& o, int32_t& prev, int32_t tok) {
+    if (!o.ignore_eos && (tok == desc.eos || tok == desc.bos)) return false;  // llama2.c models delimit with BOS
+    char piece[256];
+    size_t n_piece = 0;
+    check(tandem_token_to_piece(model, prev, tok, piece, sizeof piece, &n_piece), "decoding");
+    std::fwrite(piece, 1, n_piece, stdout);
+    std::fflush(stdout);
+    prev = tok;
+    return true;
+}
+
+// Draft + verify rounds until n tokens, a stop token or a full context; statistics on stderr.
+void run_speculative(const generate_options& o, tandem_model* target, const tandem_model_desc& desc,
+                     const tandem_model_params& mp, const tandem_sampling_params& sp, const std::vector<int32_t>& prompt) {
+    std::unique_ptr<tandem_model, model_deleter> draft;
+    const std::string strategy = o.spec.empty() ? "chain" : o.spec;
+    if (strategy != "self") {
+        if (o.draft.empty()) throw cli_error{"--spec " + strategy + " needs a draft model (--draft FILE)"};
+        tandem_model* d = nullptr;
+        check(tandem_model_load(o.draft.c_str(), &mp, &d), "loading draft " + o.draft);
+        draft.reset(d);
+    }
+    tandem_spec_params pp = tandem_spec_default_params();
+    pp.strategy = strategy.c_str();
+    pp.draft_max = o.draft_max;
+    pp.tree = o.tree.data();
+    pp.tree_len = o.tree.size();
+    pp.budget = o.tree_budget;
+    pp.exit_layer = o.exit_layer;
+    pp.n_ctx = o.ctx;
+    tandem_spec_session* raw = nullptr;
+    check(tandem_spec_open(target, draft.get(), &sp, &pp, &raw), "speculative decoding");
+    std::unique_ptr<tandem_spec_session, void (*)(tandem_spec_session*)> spec(raw, tandem_spec_free);
+    check(tandem_spec_start(spec.get(), prompt.data(), prompt.size()), "evaluating the prompt");
+    std::vector<int32_t> buf(4096);
+    int32_t prev = prompt.back();
+    int produced = 0;
+    const size_t ctx = size_t(o.ctx > 0 ? o.ctx : desc.n_ctx_train);
+    size_t length = prompt.size();
+    const auto t0 = std::chrono::steady_clock::now();
+    bool going = true;
+    while (going && produced < o.n_predict) {
+        if (length + 2 >= ctx) {
+            std::fprintf(stderr, "\ntandem: context full after %zu tokens\n", length);
+            break;
+        }
+        size_t n = 0;
+        check(tandem_spec_step(spec.get(), buf.data(), buf.size(), &n), "generating");
+        length += n;
+        for (size_t i = 0; i < n && going && produced < o.n_predict; ++i, ++produced) going = emit(target, desc, o, prev, buf[i]);
+    }
+    std::fputc('\n', stdout);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (o.no_timings) return;
+    tandem_spec_stats st;
+    check(tandem_spec_get_stats(spec.get(), &st), "statistics");
+    std::fprintf(stderr, "tandem: speculative (%s): %d tokens in %.2f ms (%.1f tokens/s), %llu target passes, %.2f tokens "
+                         "per pass, %llu draft nodes; draft %.1f ms, verify %.1f ms\n",
+                 strategy.c_str(), produced, secs * 1e3, secs > 0 ? produced / secs : 0.0,
+                 static_cast<unsigned long long>(st.passes), st.passes ? double(st.tokens) / double(st.passes) : 0.0,
+                 static_cast<unsigned long long>(st.drafted), st.draft_seconds * 1e3, st.verify_seconds * 1e3);
+    std::fprintf(stderr, "tandem: acceptance by depth:");
+    for (int d = 0; d < TANDEM_SPEC_MAX_DEPTH && st.offered_at_depth[d] > 0; ++d) {
+        std::fprintf(stderr, " %d:%.0f%%", d + 1, 100.0 * double(st.accepted_at_depth[d]) / double(st.offered_at_depth[d]));
+    }
+    std::fputc('\n', stderr);
+}
 
 int run(const generate_options& o) {
     tandem_model_params mp = tandem_model_default_params();
@@ -75,6 +151,10 @@ int run(const generate_options& o) {
         check(tandem_token_to_piece(model.get(), prompt[i - 1], prompt[i], piece, sizeof piece, &n_piece), "decoding");
         std::fwrite(piece, 1, n_piece, stdout);
     }
+    if (!o.spec.empty() || !o.draft.empty()) {
+        run_speculative(o, model.get(), desc, mp, sp, prompt);
+        return 0;
+    }
     check(tandem_session_feed(session.get(), prompt.data(), prompt.size()), "evaluating the prompt");
     int32_t prev = prompt.back();
     for (int i = 0; i < o.n_predict; ++i) {
@@ -84,11 +164,7 @@ int run(const generate_options& o) {
         }
         int32_t tok = 0;
         check(tandem_session_step(session.get(), &tok), "generating");
-        if (!o.ignore_eos && (tok == desc.eos || tok == desc.bos)) break;  // llama2.c models delimit with BOS
-        check(tandem_token_to_piece(model.get(), prev, tok, piece, sizeof piece, &n_piece), "decoding");
-        std::fwrite(piece, 1, n_piece, stdout);
-        std::fflush(stdout);
-        prev = tok;
+        if (!emit(model.get(), desc, o, prev, tok)) break;
     }
     std::fputc('\n', stdout);
     if (!o.no_timings) {
@@ -131,6 +207,29 @@ action add_generate(CLI::App& app) {
     cmd->add_option("-s,--seed", o->seed, "Random seed (-1 = random; printed on stderr)")->capture_default_str();
     cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS/BOS");
     cmd->add_flag("--no-timings", o->no_timings, "Do not print the header and timings on stderr");
+    auto* spec = "Speculative decoding";
+    cmd->add_option("--draft", o->draft, "Draft model (same vocabulary as -m) for speculative decoding")->group(spec);
+    cmd->add_option("--spec", o->spec, "Drafting strategy: chain, tree, dynamic, or self (the target's first "
+                                       "--exit-layer layers draft; no --draft needed). Default with --draft: chain")
+        ->check(CLI::IsMember({"chain", "tree", "dynamic", "self"}))
+        ->group(spec);
+    cmd->add_option("--draft-max", o->draft_max, "chain/self: longest draft, adapted online to the acceptance")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64))
+        ->group(spec);
+    cmd->add_option("--tree", o->tree, "tree: children per node at each depth, e.g. 4,2,2,1")
+        ->delimiter(',')
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64))
+        ->group(spec);
+    cmd->add_option("--tree-budget", o->tree_budget, "dynamic: draft nodes per round (expanded best-first)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 256))
+        ->group(spec);
+    cmd->add_option("--exit-layer", o->exit_layer, "self: number of target layers used as the draft")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber)
+        ->group(spec);
     return [o] { return run(*o); };
 }
 
