@@ -2,7 +2,9 @@
 // Every backend (cpu_ref, cpu, opencl, vulkan) implements it; the forward pass is written once against it.
 // Ops are enqueued in call order and may run asynchronously; download() and synchronize() wait.
 // Shapes use ggml order: ne[0] is the innermost (contiguous) dimension, so a matrix of N rows of K
-// elements is ne = {K, N}. All tensors are contiguous. Backends throw tandem::error on failure.
+// elements is ne = {K, N}. All tensors are contiguous. Backends throw tandem::error on failure: a shape or
+// type contract broken by the caller is TANDEM_ERR_INTERNAL, an out-of-range id or slot in the data
+// TANDEM_ERR_INVALID_ARGUMENT (device backends may report it at the next synchronize()/download()).
 #pragma once
 
 #include <array>
@@ -61,7 +63,8 @@ struct rope_params {
 //   row m attends to cache slots [kv_begin, kv_begin + kv_len) and then, walking the tree from batch
 //   row `tree` (usually m itself, -1 for none) through `parent` links (batch row indices, -1 at the root
 //   of the new tokens), to the slots slots[j] of every row j on that walk.
-// Causal chains use kv_len = pos + 1 and tree = -1 (their tokens are contiguous in the cache); tree
+// A row that sees no slot at all gets zeros. Tree-walk slots must be disjoint from the row's contiguous run
+// (a slot seen twice counts twice). Causal chains use kv_len = pos + 1 and tree = -1 (their tokens are contiguous in the cache); tree
 // nodes use kv_len = committed prefix and tree = m. meta and slots may have T >= M entries: entries M..T-1
 // are walk-only (tokens already in the cache, e.g. ancestors evaluated in an earlier pass; their kv fields
 // are ignored). Walk indices are < T; a walk longer than T steps is a cycle (kernels bound it); out-of-range
@@ -113,9 +116,10 @@ class backend {
     virtual void add(const tensor& a, const tensor& b, const tensor& out) = 0;
     // Row-wise softmax with a temperature-free max subtraction. x, out f32 {K, M} (out may alias x).
     virtual void softmax(const tensor& x, const tensor& out) = 0;
-    // cache row slots[m] = src row m, converted to the cache type. src f32 {K, M}; cache {K, S}; slots i32 {M}.
+    // cache row slots[m] = src row m, converted to the cache type (f16: round to nearest even). src f32 {K, M};
+    // cache {K, S}; slots i32 {M}, distinct.
     virtual void kv_write(const tensor& src, const tensor& cache, const tensor& slots) = 0;
-    // cache row dst[i] = old cache row src[i] for all i at once (all reads happen before any write).
+    // cache row dst[i] = old cache row src[i] for all i at once (all reads happen before any write); dst distinct.
     // cache {K, S}; src, dst i32 {N}. Commits an accepted tree branch by compacting its slots.
     virtual void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) = 0;
     // out[m] = index of the largest x[m][k] (the first on ties). x f32 {K, M}; out i32 {M}.
