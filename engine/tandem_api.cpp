@@ -107,7 +107,7 @@ tandem_status tandem_devices_report(char* buf, size_t cap, size_t* needed) {
 #if TANDEM_WITH_OPENCL
         text += tandem::opencl_devices_report();
 #else
-        text += "OpenCL: not compiled in (configure with -DTANDEM_OPENCL=ON)\n";
+        text += "OpenCL: not in this build (no OpenCL backend compiled in)\n";
 #endif
         // Vulkan devices are appended here once the Vulkan backend exists.
         if (needed) *needed = text.size() + 1;
