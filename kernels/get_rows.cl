@@ -1,0 +1,28 @@
+// get_rows: out[m] = table[ids[m]] as f32. One work-item per output element; an id outside the table
+// leaves its row untouched and raises ERR_GET_ROWS_ID.
+
+inline void get_rows(__global const uchar* table, ulong table_off, __global const uchar* ids, ulong ids_off,
+                     __global uchar* out, ulong out_off, int K, int R, int M, __global int* err, const int is_f16) {
+    const int k = get_global_id(0), m = get_global_id(1);
+    if (k >= K || m >= M) return;
+    const int id = CVIEW(int, ids, ids_off)[m];
+    if (id < 0 || id >= R) {
+        if (k == 0) raise_error(err, ERR_GET_ROWS_ID);
+        return;
+    }
+    const size_t row_bytes = (size_t)K * (is_f16 ? 2 : 4);
+    __global const uchar* row = table + table_off + (size_t)id * row_bytes;
+    VIEW(float, out, out_off)[(size_t)m * K + k] = load1(row, k, is_f16);
+}
+
+__kernel void get_rows_f32_f32(__global const uchar* table, ulong table_off, __global const uchar* ids,
+                               ulong ids_off, __global uchar* out, ulong out_off, int K, int R, int M,
+                               __global int* err) {
+    get_rows(table, table_off, ids, ids_off, out, out_off, K, R, M, err, 0);
+}
+
+__kernel void get_rows_f16_f32(__global const uchar* table, ulong table_off, __global const uchar* ids,
+                               ulong ids_off, __global uchar* out, ulong out_off, int K, int R, int M,
+                               __global int* err) {
+    get_rows(table, table_off, ids, ids_off, out, out_off, K, R, M, err, 1);
+}

@@ -1,0 +1,46 @@
+// get_rows_<table>_f32: out[m][k] = table[ids[m]][k] as f32, one element per invocation.
+// The table may be bound in chunks of rows [row0, row0 + n_rows) (maxStorageBufferRange): each dispatch
+// writes the rows whose id falls in its chunk. Ids outside the whole table set ERR_GET_ROWS_ID and give zeros.
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+
+#if defined(TABLE_F16)
+layout(std430, binding = 0) readonly buffer T { uint table[]; };
+#else
+layout(std430, binding = 0) readonly buffer T { float table[]; };
+#endif
+layout(std430, binding = 1) readonly buffer I { int ids[]; };
+layout(std430, binding = 2) writeonly buffer O { float o[]; };
+DECLARE_STATUS(3)
+
+layout(push_constant) uniform params {
+    uint k, m;          // row length, number of ids
+    uint rows;          // rows of the whole table
+    uint row0, n_rows;  // the chunk of the table this dispatch binds
+    uint t_off, i_off, o_off;
+    uint check;         // 1 on the dispatch that validates ids and zero-fills bad rows
+} pc;
+
+void main() {
+    const uint i = group_index() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    if (i >= pc.k * pc.m) return;
+    const uint m = i / pc.k, k = i - m * pc.k;
+    const int id = ids[pc.i_off + m];
+    if (id < 0 || uint(id) >= pc.rows) {
+        if (pc.check != 0u) {
+            if (k == 0u) atomicOr(status_word, ERR_GET_ROWS_ID);
+            o[pc.o_off + i] = 0.0;
+        }
+        return;
+    }
+    if (uint(id) < pc.row0 || uint(id) >= pc.row0 + pc.n_rows) return;
+    const uint e = pc.t_off + (uint(id) - pc.row0) * pc.k + k;
+#if defined(TABLE_F16)
+    o[pc.o_off + i] = LOAD_F16(table, e);
+#else
+    o[pc.o_off + i] = table[e];
+#endif
+}

@@ -1,0 +1,786 @@
+// The Vulkan backend on this machine's Vulkan device (lavapipe in CI): every op against cpu_ref on odd sizes
+// and on sizes that would cross lavapipe's silent 65,535-loop-iteration limit if one invocation looped over
+// them, on both memory paths (host-mapped, and forced staging), stream-order semantics, errors reported by
+// the device, device selection, the pipeline cache, end-to-end generation and perplexity, and a run under
+// the Khronos validation layer. Every test SKIPs with the reason when no Vulkan device exists.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+
+#include "backends/backend.h"
+#if TANDEM_WITH_VULKAN
+#include "backends/vulkan/backend_impl.h"
+#include "backends/vulkan/vulkan_backend.h"
+#endif
+#include "engine/error.h"
+#include "engine/model.h"
+#include "engine/perplexity.h"
+#include "engine/session.h"
+#include "tests/common/test_util.h"
+
+#if !TANDEM_WITH_VULKAN
+TEST(vulkan, not_built) { GTEST_SKIP() << "this build has no Vulkan backend (TANDEM_VULKAN=OFF)"; }
+#else
+namespace tandem {
+namespace {
+
+using ne4 = std::array<int64_t, 4>;
+
+// ---- host tensors and their placement on a backend ----
+
+struct host_tensor {
+    dtype type = dtype::f32;
+    ne4 ne{1, 1, 1, 1};
+    std::vector<uint8_t> bytes;
+};
+
+int64_t count(const ne4& ne) { return ne[0] * ne[1] * ne[2] * ne[3]; }
+
+host_tensor floats(dtype t, ne4 ne, const std::vector<float>& v) {
+    host_tensor h{t, ne, {}};
+    if (t == dtype::f32) {
+        h.bytes.resize(v.size() * 4);
+        std::memcpy(h.bytes.data(), v.data(), h.bytes.size());
+    } else {
+        h.bytes.resize(v.size() * 2);
+        for (size_t i = 0; i < v.size(); ++i) {
+            const uint16_t x = fp32_to_fp16(v[i]);
+            std::memcpy(h.bytes.data() + 2 * i, &x, 2);
+        }
+    }
+    return h;
+}
+
+host_tensor ints(ne4 ne, const std::vector<int32_t>& v) {
+    host_tensor h{dtype::i32, ne, std::vector<uint8_t>(v.size() * 4)};
+    std::memcpy(h.bytes.data(), v.data(), h.bytes.size());
+    return h;
+}
+
+std::vector<float> to_floats(const host_tensor& h) {
+    std::vector<float> v(size_t(count(h.ne)));
+    for (size_t i = 0; i < v.size(); ++i) {
+        if (h.type == dtype::f16) {
+            uint16_t x;
+            std::memcpy(&x, h.bytes.data() + 2 * i, 2);
+            v[i] = fp16_to_fp32(x);
+        } else if (h.type == dtype::i32) {
+            int32_t x;
+            std::memcpy(&x, h.bytes.data() + 4 * i, 4);
+            v[i] = float(x);
+        } else {
+            std::memcpy(&v[i], h.bytes.data() + 4 * i, 4);
+        }
+    }
+    return v;
+}
+
+class rng {
+ public:
+    explicit rng(uint64_t seed) : g_(seed) {}
+    float uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(g_); }
+    int64_t integer(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(g_); }
+    std::vector<float> floats(int64_t n, float lo = -1.f, float hi = 1.f) {
+        std::vector<float> v(static_cast<size_t>(n));
+        for (auto& x : v) x = uniform(lo, hi);
+        return v;
+    }
+    host_tensor tensor(dtype t, ne4 ne, float lo = -1.f, float hi = 1.f) {
+        return tandem::floats(t, ne, floats(count(ne), lo, hi));
+    }
+    std::mt19937_64& engine() { return g_; }
+
+ private:
+    std::mt19937_64 g_;
+};
+
+// Each tensor gets its own buffer at a non-zero offset: either awkward (not a multiple of 16 bytes; odd
+// element offsets for f16), so a backend that ignores tensor::offset or assumes aligned bindings fails, or
+// 16-byte aligned, which lets the kernels take their 4-element (texel) paths.
+struct placed {
+    std::unique_ptr<buffer> buf;
+    tensor t;
+};
+
+placed place(backend& b, const host_tensor& h, size_t salt, bool aligned) {
+    const size_t offset = aligned ? 32 + 16 * salt : h.type == dtype::f16 ? 34 + 4 * salt : 20 + 8 * salt;
+    placed p;
+    p.buf = b.alloc(offset + h.bytes.size() + 12);
+    b.upload(*p.buf, offset, h.bytes.data(), h.bytes.size());
+    p.t = tensor{p.buf.get(), offset, h.type, h.ne};
+    return p;
+}
+
+host_tensor fetch(backend& b, const placed& p) {
+    host_tensor h{p.t.type, p.t.ne, std::vector<uint8_t>(p.t.nbytes())};
+    b.download(*p.buf, p.t.offset, h.bytes.data(), h.bytes.size());
+    return h;
+}
+
+using op_fn = std::function<void(backend&, const std::vector<tensor>&)>;
+
+// Runs op on cpu_ref and on dut with copies of `args`, once with awkward and once with aligned placements;
+// returns the worst |ref - dut| over the outputs (args indices), or +inf on a NaN mismatch.
+double max_error(backend& dut, const std::vector<host_tensor>& args, const std::vector<int>& outputs, const op_fn& op) {
+    auto ref = make_backend("cpu_ref");
+    double worst = 0;
+    for (bool aligned : {false, true}) {
+        std::vector<placed> pr, pd;
+        std::vector<tensor> tr, td;
+        for (size_t i = 0; i < args.size(); ++i) {
+            pr.push_back(place(*ref, args[i], i, aligned));
+            pd.push_back(place(dut, args[i], i, aligned));
+            tr.push_back(pr.back().t);
+            td.push_back(pd.back().t);
+        }
+        op(*ref, tr);
+        op(dut, td);
+        dut.synchronize();
+        for (int o : outputs) {
+            const auto a = to_floats(fetch(*ref, pr[size_t(o)])), b = to_floats(fetch(dut, pd[size_t(o)]));
+            for (size_t i = 0; i < a.size(); ++i) {
+                if (std::isnan(b[i]) != std::isnan(a[i])) return INFINITY;
+                if (!std::isnan(a[i]) && a[i] != b[i]) worst = std::max(worst, double(std::abs(a[i] - b[i])));
+            }
+        }
+    }
+    return worst;
+}
+
+// ---- the fixture: one backend per memory path ----
+
+class scoped_env {
+ public:
+    scoped_env(const char* name, const char* value) : name_(name) {
+        if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+        if (value) {
+            setenv(name, value, 1);
+        } else {
+            unsetenv(name);
+        }
+    }
+    ~scoped_env() {
+        if (had_) {
+            setenv(name_, old_.c_str(), 1);
+        } else {
+            unsetenv(name_);
+        }
+    }
+
+ private:
+    const char* name_;
+    std::string old_;
+    bool had_ = false;
+};
+
+// The backend, or nullptr with the reason when this machine has no usable Vulkan device.
+std::unique_ptr<backend> try_vulkan(const std::string& name, std::string& why) {
+    try {
+        return make_backend(name);
+    } catch (const error& e) {
+        if (e.status() != TANDEM_ERR_BACKEND) throw;
+        why = e.what();
+        return nullptr;
+    }
+}
+
+// Parameter "<memory>_<kernels>": the direct (host-mapped) or forced staging memory path, and the kernel
+// family for CPU-like devices (lavapipe's default) or for GPUs, so both families are checked here.
+class vulkan_ops : public ::testing::TestWithParam<const char*> {
+ protected:
+    void SetUp() override {
+        scoped_env staging("TANDEM_VULKAN_FORCE_STAGING", staging_path() ? "1" : nullptr);
+        scoped_env kernels("TANDEM_VULKAN_KERNELS", kernel_family());
+        be_ = try_vulkan("vulkan", why_);
+        if (!be_) GTEST_SKIP() << why_;
+    }
+    bool staging_path() const { return std::string(GetParam()).rfind("staging", 0) == 0; }
+    const char* kernel_family() const {
+        return std::string(GetParam()).find("_cpu") != std::string::npos ? "cpu" : "gpu";
+    }
+    backend& be() { return *be_; }
+    // Random data from the test seed (TANDEM_TEST_SEED), printed by failures through `trace`.
+    rng r_{test::test_seed()};
+    std::string trace(const std::string& what) const {
+        return what + " [" + GetParam() + ", seed " + std::to_string(test::test_seed()) + "]";
+    }
+
+    std::unique_ptr<backend> be_;
+    std::string why_;
+};
+
+INSTANTIATE_TEST_SUITE_P(memory, vulkan_ops,
+                         ::testing::Values("direct_cpu", "staging_cpu", "direct_gpu", "staging_gpu"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// ---- ops ----
+
+TEST_P(vulkan_ops, matmul_odd_and_loop_limit_sizes) {
+    struct shape {
+        int64_t k, n, m;
+    };
+    // M <= 8 takes the matrix-vector shader, larger M the tiled one; K = 70,000 would be one invocation's
+    // 70,000-iteration loop in a naive one-row-per-invocation kernel.
+    std::vector<shape> shapes = {{1, 1, 1},     {5, 7, 1},   {7, 5, 5},     {33, 33, 7},   {4097, 5, 1},
+                                 {4097, 7, 33}, {64, 65, 9}, {70000, 3, 1}, {70000, 2, 9}, {300, 513, 64}};
+    for (int i = 0; i < 4; ++i) shapes.push_back({r_.integer(1, 300), r_.integer(1, 100), r_.integer(1, 40)});
+    for (dtype wt : {dtype::f32, dtype::f16}) {
+        for (const auto& s : shapes) {
+            const double err =
+                max_error(be(),
+                          {r_.tensor(wt, {s.k, s.n, 1, 1}), r_.tensor(dtype::f32, {s.k, s.m, 1, 1}),
+                           r_.tensor(dtype::f32, {s.n, s.m, 1, 1})},
+                          {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); });
+            // Only the summation order differs (f16 -> f32 is exact): float rounding of a K-term dot product of
+            // terms in [-1, 1] stays far below 2e-6 K, while one lost or doubled term moves the result by ~0.3.
+            EXPECT_LE(err, 2e-6 * double(s.k) + 1e-6)
+                << trace("matmul_" + std::string(dtype_name(wt)) + "_f32 K=" + std::to_string(s.k) +
+                         " N=" + std::to_string(s.n) + " M=" + std::to_string(s.m));
+        }
+    }
+}
+
+// The attention case: q {D, Hq, M}, caches {D Hkv, S}, meta {4, M}, slots {M}, out {D, Hq, M}.
+// meta/slots hold T entries: the M query rows first, then walk-only entries (M = T unless `rows` is set).
+struct attn_case {
+    int64_t d, hq, hkv, s;
+    std::vector<int32_t> meta, slots;
+    float q_scale = 1.f;
+    int64_t rows = -1;
+};
+
+double attention_error(backend& be, rng& r, const attn_case& c, dtype cache) {
+    const int64_t t = int64_t(c.slots.size()), m = c.rows >= 0 ? c.rows : t;
+    std::vector<host_tensor> args = {r.tensor(dtype::f32, {c.d, c.hq, m, 1}, -c.q_scale, c.q_scale),
+                                     r.tensor(cache, {c.d * c.hkv, c.s, 1, 1}),
+                                     r.tensor(cache, {c.d * c.hkv, c.s, 1, 1}),
+                                     ints({4, t, 1, 1}, c.meta),
+                                     ints({t, 1, 1, 1}, c.slots),
+                                     r.tensor(dtype::f32, {c.d, c.hq, m, 1})};
+    const float scale = 1.f / std::sqrt(float(c.d));
+    return max_error(be, args, {5}, [scale](backend& b, const std::vector<tensor>& t) {
+        b.attention(t[0], t[1], t[2], t[3], t[4], attention_params{scale}, t[5]);
+    });
+}
+
+TEST_P(vulkan_ops, attention_long_context_tree_and_ragged) {
+    std::vector<std::pair<std::string, attn_case> > cases;
+    // One decode row over 70,000 slots with head size 8: far past 65,535 iterations for one invocation.
+    cases.push_back({"decode S=70000", {8, 2, 1, 70000, {0, 70000, -1, -1}, {69999}}});
+    // The same context ending in a 4-node tree branch (kv_len = committed prefix, then the walk).
+    {
+        attn_case c{8, 4, 2, 70010, {}, {}};
+        const int32_t parents[4] = {-1, 0, 1, 1};
+        for (int32_t j = 0; j < 4; ++j) {
+            c.meta.insert(c.meta.end(), {0, 70000, j, parents[j]});
+            c.slots.push_back(70000 + j);
+        }
+        cases.push_back({"tree over S=70000", c});
+    }
+    // A random 24-node token tree of session A and a 5-token causal chain of session B in one ragged batch.
+    for (int64_t d : {5, 16, 128}) {
+        attn_case c{d, 4, 2, 200, {}, {}, 3.f};
+        std::vector<int32_t> parent(24);
+        for (int32_t j = 0; j < 24; ++j) {
+            parent[size_t(j)] = j == 0 || r_.integer(0, 5) == 0 ? -1 : int32_t(r_.integer(0, j - 1));
+            c.meta.insert(c.meta.end(), {0, 40, j, parent[size_t(j)]});
+            c.slots.push_back(40 + j);
+        }
+        for (int32_t i = 0; i < 5; ++i) {
+            c.meta.insert(c.meta.end(), {100, 30 + i + 1, -1, -1});
+            c.slots.push_back(100 + 30 + i);
+        }
+        cases.push_back({"ragged tree + chain D=" + std::to_string(d), c});
+    }
+    // A tree verified in a second pass: query rows 0..2 (parents 3, 0, 1 / 4) walk through walk-only entries
+    // 3..5 (already in the cache, junk kv fields) ending at the committed prefix of 50 slots.
+    {
+        attn_case c{16, 4, 2, 80, {}, {}, 2.f, 3};
+        c.meta = {0, 50, 0, 3, 0, 50, 1, 0, 0, 50, 2, 4, -77, 999, -1, 5, -77, 999, -1, 3, -77, 999, -1, -1};
+        c.slots = {56, 57, 58, 50, 51, 52};
+        cases.push_back({"second pass over walk-only entries", c});
+    }
+    for (dtype cache : {dtype::f32, dtype::f16}) {
+        for (const auto& [what, c] : cases) {
+            // Outputs are convex combinations of values in [-1, 1]: online vs two-pass softmax and the order of
+            // the sums change them by float ulps (even over 70,000 slots), a missing or extra slot by far more.
+            EXPECT_LE(attention_error(be(), r_, c, cache), 2e-5)
+                << trace("attention_" + std::string(dtype_name(cache)) + " " + what);
+        }
+    }
+}
+
+TEST_P(vulkan_ops, row_ops_odd_and_long_rows) {
+    for (int64_t k : {1, 5, 7, 33, 64, 4096, 4097, 70000}) {
+        for (int64_t m : {1, 3}) {
+            const std::string shape = " K=" + std::to_string(k) + " M=" + std::to_string(m);
+            const host_tensor x = r_.tensor(dtype::f32, {k, m, 1, 1}, -5.f, 5.f);
+            // rms_norm: only the sum of squares is reordered. Outputs reach |x / rms * w| ~ 4; cpu_ref's sequential
+            // float sum of K squares carries a relative error ~ sqrt(K) * 6e-8 (1.6e-5 at K = 70,000).
+            const double rms_tol = 1e-5 + 4 * 6e-8 * std::sqrt(double(k));
+            EXPECT_LE(max_error(be(), {x, r_.tensor(dtype::f32, {k, 1, 1, 1}, -2.f, 2.f), x}, {2},
+                                [](backend& b, const std::vector<tensor>& t) { b.rms_norm(t[0], t[1], 1e-5f, t[2]); }),
+                      rms_tol)
+                << trace("rms_norm_f32_f32" + shape);
+            // In place (out aliases x).
+            EXPECT_LE(max_error(be(), {x, r_.tensor(dtype::f32, {k, 1, 1, 1}, -2.f, 2.f)}, {0},
+                                [](backend& b, const std::vector<tensor>& t) { b.rms_norm(t[0], t[1], 1e-5f, t[0]); }),
+                      rms_tol)
+                << trace("rms_norm_f32_f32 in place" + shape);
+            // softmax: probabilities in [0, 1]; exp and the sum differ by a few ulps between implementations.
+            EXPECT_LE(
+                max_error(be(), {x, x}, {1}, [](backend& b, const std::vector<tensor>& t) { b.softmax(t[0], t[1]); }),
+                1e-6)
+                << trace("softmax_f32_f32" + shape);
+            // argmax: exact, with the maximum repeated so that the first occurrence must win.
+            std::vector<float> v = to_floats(x);
+            for (int64_t row = 0; row < m; ++row) {
+                v[size_t(row * k + k - 1)] = 9.f;
+                v[size_t(row * k + (k - 1) / 2)] = 9.f;
+            }
+            EXPECT_EQ(
+                max_error(be(),
+                          {floats(dtype::f32, {k, m, 1, 1}, v), ints({m, 1, 1, 1}, std::vector<int32_t>(size_t(m)))},
+                          {1}, [](backend& b, const std::vector<tensor>& t) { b.argmax(t[0], t[1]); }),
+                0)
+                << trace("argmax_f32_i32" + shape);
+        }
+    }
+}
+
+TEST_P(vulkan_ops, elementwise_get_rows_rope) {
+    for (int64_t n : {1, 5, 7, 33, 4097, 70001}) {
+        const host_tensor a = r_.tensor(dtype::f32, {n, 1, 1, 1}, -20.f, 20.f), b = r_.tensor(dtype::f32, {n, 1, 1, 1});
+        // add: one rounding per element, the same everywhere.
+        EXPECT_EQ(max_error(be(), {a, b, a}, {2},
+                            [](backend& be, const std::vector<tensor>& t) { be.add(t[0], t[1], t[2]); }),
+                  0)
+            << trace("add_f32_f32 n=" + std::to_string(n));
+        // swiglu: a different exp changes silu by ~2 ulp relative; |outputs| <= 20.
+        EXPECT_LE(max_error(be(), {a, b}, {0},
+                            [](backend& be, const std::vector<tensor>& t) { be.swiglu(t[0], t[1], t[0]); }),
+                  2e-5)
+            << trace("swiglu_f32_f32 in place n=" + std::to_string(n));
+    }
+    for (dtype tt : {dtype::f32, dtype::f16}) {
+        for (int64_t k : {1, 5, 7, 33, 4097}) {
+            std::vector<int32_t> ids = {6, 0, 3, 3, 1};
+            // A copy (f16 -> f32 is exact): bit-exact.
+            EXPECT_EQ(
+                max_error(be(),
+                          {r_.tensor(tt, {k, 7, 1, 1}), ints({5, 1, 1, 1}, ids), r_.tensor(dtype::f32, {k, 5, 1, 1})},
+                          {2}, [](backend& be, const std::vector<tensor>& t) { be.get_rows(t[0], t[1], t[2]); }),
+                0)
+                << trace("get_rows_" + std::string(dtype_name(tt)) + "_f32 K=" + std::to_string(k));
+        }
+    }
+    for (int64_t n_rot : {8, 4, 0}) {
+        std::vector<int32_t> pos = {0, 1, 17, 4096, 70000};
+        const rope_params p{int32_t(n_rot), 10000.f};
+        // Both sides round theta = pos * inv_freq identically (same float table); our cos/sin are accurate to
+        // ~2e-6 for |theta| < 1e5, so outputs (|x| <= 1) agree to 1e-5; a wrong pair or frequency is O(1).
+        EXPECT_LE(max_error(be(), {r_.tensor(dtype::f32, {8, 3, 5, 1}), ints({5, 1, 1, 1}, pos)}, {0},
+                            [p](backend& be, const std::vector<tensor>& t) { be.rope(t[0], t[1], p); }),
+                  1e-5)
+            << trace("rope_f32_f32 n_rot=" + std::to_string(n_rot));
+    }
+}
+
+TEST_P(vulkan_ops, kv_write_and_copy) {
+    for (dtype cache : {dtype::f32, dtype::f16}) {
+        for (int64_t k : {1, 5, 7, 33, 64}) {
+            const std::string shape = std::string(dtype_name(cache)) + " K=" + std::to_string(k);
+            // Neighbouring slots: with odd K two f16 rows share a 32-bit word.
+            std::vector<int32_t> slots = {3, 4, 5, 9, 0};
+            // A copy (f32) or round-to-nearest-even done with integer operations (f16): bit-exact. Row 0 holds
+            // halfway cases, values that overflow or fall to subnormals, and infinities.
+            std::vector<float> src = r_.floats(k * 5, -3.f, 3.f);
+            const float special[] = {1.f + 0x1p-11f, 1.f + 0x3p-11f, -2.f - 0x1p-10f, 65519.f,    65520.f,  1e5f,
+                                     1e-7f,          -3e-8f,         0x1p-25f,        0x1.8p-25f, INFINITY, -INFINITY};
+            for (int64_t i = 0; i < std::min<int64_t>(k, 12); ++i) src[size_t(i)] = special[i];
+            EXPECT_EQ(max_error(be(),
+                                {floats(dtype::f32, {k, 5, 1, 1}, src), r_.tensor(cache, {k, 12, 1, 1}),
+                                 ints({5, 1, 1, 1}, slots)},
+                                {1}, [](backend& b, const std::vector<tensor>& t) { b.kv_write(t[0], t[1], t[2]); }),
+                      0)
+                << trace("kv_write_f32_" + shape);
+            // Compaction where dst[i + 1] == src[i]: all reads must precede all writes. Moves bits: exact.
+            EXPECT_EQ(max_error(be(),
+                                {r_.tensor(cache, {k, 12, 1, 1}), ints({5, 1, 1, 1}, {5, 6, 7, 8, 11}),
+                                 ints({5, 1, 1, 1}, {4, 5, 6, 7, 8})},
+                                {0}, [](backend& b, const std::vector<tensor>& t) { b.kv_copy(t[0], t[1], t[2]); }),
+                      0)
+                << trace("kv_copy_" + shape);
+        }
+    }
+}
+
+// A tiny loop budget (TANDEM_VULKAN_LOOP_BUDGET) forces every split on small shapes: matmul split-K with
+// accumulation in several dispatches (both shaders), attention over many parts with the tree walk in the
+// last one and the combine pass. (On lavapipe the real budget matters: with it lifted, one row over 70,000
+// slots at head size 128 comes out wrong, silently.)
+TEST_P(vulkan_ops, splits_forced_by_a_small_loop_budget) {
+    scoped_env budget("TANDEM_VULKAN_LOOP_BUDGET", "600");
+    scoped_env staging("TANDEM_VULKAN_FORCE_STAGING", staging_path() ? "1" : nullptr);
+    scoped_env kernels("TANDEM_VULKAN_KERNELS", kernel_family());
+    std::string why;
+    auto small = try_vulkan("vulkan", why);
+    if (!small) GTEST_SKIP() << why;
+    for (dtype wt : {dtype::f32, dtype::f16}) {
+        for (int64_t m : {1, 3, 9, 17}) {
+            for (int64_t k : {4097, 20000}) {
+                const double err =
+                    max_error(*small,
+                              {r_.tensor(wt, {k, 5, 1, 1}), r_.tensor(dtype::f32, {k, m, 1, 1}),
+                               r_.tensor(dtype::f32, {5, m, 1, 1})},
+                              {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); });
+                // As in matmul_odd_and_loop_limit_sizes: summation order only.
+                EXPECT_LE(err, 2e-6 * double(k) + 1e-6)
+                    << trace("split-K matmul K=" + std::to_string(k) + " M=" + std::to_string(m));
+            }
+        }
+    }
+    for (int64_t d : {8, 16}) {
+        attn_case c{d, 2, 1, 3000, {}, {}, 2.f};
+        const int32_t parents[5] = {-1, 0, 1, 0, 3};
+        for (int32_t j = 0; j < 5; ++j) {
+            c.meta.insert(c.meta.end(), {0, 2990, j, parents[j]});
+            c.slots.push_back(2990 + j);
+        }
+        c.meta.insert(c.meta.end(), {0, 3000, -1, -1});
+        c.slots.push_back(2999);
+        for (dtype cache : {dtype::f32, dtype::f16})
+            EXPECT_LE(attention_error(*small, r_, c, cache), 2e-5)
+                << trace("split attention_" + std::string(dtype_name(cache)) + " D=" + std::to_string(d));
+    }
+}
+
+// Dependent ops recorded back to back without a host wait: the barriers between them must order them.
+TEST_P(vulkan_ops, dependent_chain_in_one_submit) {
+    const int64_t k = 96, n = 96, m = 3;
+    const auto chain = [](backend& b, const std::vector<tensor>& t) {
+        b.matmul(t[0], t[1], t[2]);  // y = W x
+        b.add(t[2], t[1], t[2]);     // y += x
+        b.rms_norm(t[2], t[3], 1e-5f, t[2]);
+        b.matmul(t[0], t[2], t[1]);  // x = W y (overwrites an input of the first matmul)
+        b.swiglu(t[1], t[2], t[1]);
+        b.softmax(t[1], t[1]);
+    };
+    // Six ops deep with O(1) values: float reordering stays below 1e-5.
+    EXPECT_LE(max_error(be(),
+                        {r_.tensor(dtype::f32, {k, n, 1, 1}), r_.tensor(dtype::f32, {k, m, 1, 1}),
+                         r_.tensor(dtype::f32, {n, m, 1, 1}), r_.tensor(dtype::f32, {k, 1, 1, 1})},
+                        {1, 2}, chain),
+              1e-5)
+        << trace("matmul -> add -> rms_norm -> matmul -> swiglu -> softmax");
+}
+
+// upload() is ordered after every op enqueued before it: those ops see the old contents.
+TEST_P(vulkan_ops, upload_is_ordered_after_earlier_ops) {
+    const int64_t n = 1000;
+    auto a = be().alloc(n * 4), b = be().alloc(n * 4), c = be().alloc(n * 4), d = be().alloc(n * 4);
+    std::vector<float> one(n, 1.f), two(n, 2.f), ten(n, 10.f), out(n);
+    be().upload(*a, 0, one.data(), n * 4);
+    be().upload(*b, 0, two.data(), n * 4);
+    const tensor ta{a.get(), 0, dtype::f32, {n, 1, 1, 1}}, tb{b.get(), 0, dtype::f32, {n, 1, 1, 1}},
+        tc{c.get(), 0, dtype::f32, {n, 1, 1, 1}}, td{d.get(), 0, dtype::f32, {n, 1, 1, 1}};
+    be().add(ta, tb, tc);  // c = 1 + 2
+    be().upload(*a, 0, ten.data(), n * 4);
+    be().add(ta, tb, td);  // d = 10 + 2
+    be().download(*c, 0, out.data(), n * 4);
+    EXPECT_EQ(out[0], 3.f) << trace("add enqueued before the upload");
+    EXPECT_EQ(out[n - 1], 3.f);
+    be().download(*d, 0, out.data(), n * 4);
+    EXPECT_EQ(out[0], 12.f) << trace("add enqueued after the upload");
+    // A freed buffer whose op is still pending is released only after the op ran.
+    {
+        auto e = be().alloc(n * 4);
+        be().add(ta, tb, tensor{e.get(), 0, dtype::f32, {n, 1, 1, 1}});
+    }
+    be().synchronize();
+}
+
+// A bad index is detected on the device and reported by the next synchronize; the backend stays usable.
+TEST_P(vulkan_ops, device_side_errors_throw_and_recover) {
+    auto table = be().alloc(8 * 5 * 4), ids = be().alloc(8), out = be().alloc(8 * 2 * 4);
+    const int32_t bad[2] = {1, 5};
+    be().upload(*ids, 0, bad, 8);
+    be().get_rows(tensor{table.get(), 0, dtype::f32, {8, 5, 1, 1}}, tensor{ids.get(), 0, dtype::i32, {2, 1, 1, 1}},
+                  tensor{out.get(), 0, dtype::f32, {8, 2, 1, 1}});
+    try {
+        be().synchronize();
+        ADD_FAILURE() << "get_rows with id 5 of 5 rows did not throw";
+    } catch (const error& e) {
+        EXPECT_EQ(e.status(), TANDEM_ERR_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(e.what()).find("get_rows"), std::string::npos) << e.what();
+    }
+    EXPECT_NO_THROW(be().synchronize());
+    EXPECT_LE(max_error(be(),
+                        {r_.tensor(dtype::f32, {33, 7, 1, 1}), r_.tensor(dtype::f32, {33, 2, 1, 1}),
+                         r_.tensor(dtype::f32, {7, 2, 1, 1})},
+                        {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
+              1e-4);
+}
+
+// ---- device selection, caches, profiling ----
+
+TEST(vulkan_device, selection_by_index_and_name) {
+    std::string why;
+    auto be = try_vulkan("vulkan:0", why);
+    if (!be) GTEST_SKIP() << why;
+    EXPECT_EQ(be->name(), "vulkan");
+    const std::string report = vulkan_devices_report();
+    EXPECT_NE(report.find("vulkan:0"), std::string::npos) << report;
+    // The first device's name, taken from the report, selects it case-insensitively.
+    const size_t at = report.find("vulkan:0") + 10;
+    std::string name = report.substr(at, 4);
+    for (auto& ch : name) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+    EXPECT_NO_THROW(make_backend("vulkan:" + name)) << name;
+    for (const char* bad : {"vulkan:99", "vulkan:no-such-device"}) {
+        try {
+            make_backend(bad);
+            ADD_FAILURE() << bad << " did not throw";
+        } catch (const error& e) {
+            EXPECT_EQ(e.status(), TANDEM_ERR_INVALID_ARGUMENT) << e.what();
+        }
+    }
+    scoped_env env("TANDEM_VULKAN_DEVICE", "0");
+    EXPECT_NO_THROW(make_backend("vulkan"));
+}
+
+TEST(vulkan_device, corrupt_pipeline_cache_is_ignored_and_rewritten) {
+    const std::string dir =
+        (std::filesystem::temp_directory_path() / ("tandem-vk-cache-" + std::to_string(getpid()))).string();
+    scoped_env env("TANDEM_CACHE_DIR", dir.c_str());
+    std::string why;
+    {
+        auto be = try_vulkan("vulkan", why);
+        if (!be) GTEST_SKIP() << why;
+        rng r(1);
+        EXPECT_LE(max_error(*be,
+                            {r.tensor(dtype::f32, {9, 4, 1, 1}), r.tensor(dtype::f32, {9, 1, 1, 1}),
+                             r.tensor(dtype::f32, {4, 1, 1, 1})},
+                            {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
+                  1e-5);
+    }
+    std::vector<std::filesystem::path> files;
+    for (const auto& f : std::filesystem::directory_iterator(dir)) files.push_back(f.path());
+    ASSERT_EQ(files.size(), 1u) << "one pipeline cache file per device in " << dir;
+    const auto size = std::filesystem::file_size(files[0]);
+    {
+        std::ofstream out(files[0], std::ios::binary | std::ios::trunc);
+        out << "TNDMVKPC this is not a pipeline cache";
+    }
+    {
+        auto be = make_backend("vulkan");
+        rng r(2);
+        EXPECT_LE(max_error(*be,
+                            {r.tensor(dtype::f32, {9, 4, 1, 1}), r.tensor(dtype::f32, {9, 1, 1, 1}),
+                             r.tensor(dtype::f32, {4, 1, 1, 1})},
+                            {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
+                  1e-5);
+    }
+    EXPECT_EQ(std::filesystem::file_size(files[0]), size) << "rewritten atomically after the corrupt one was ignored";
+    std::filesystem::remove_all(dir);
+}
+
+TEST(vulkan_device, profiling_runs) {
+    scoped_env env("TANDEM_VULKAN_PROFILE", "1");
+    std::string why;
+    auto be = try_vulkan("vulkan", why);
+    if (!be) GTEST_SKIP() << why;
+    rng r(3);
+    EXPECT_LE(max_error(*be,
+                        {r.tensor(dtype::f32, {64, 64, 1, 1}), r.tensor(dtype::f32, {64, 16, 1, 1}),
+                         r.tensor(dtype::f32, {64, 16, 1, 1})},
+                        {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
+              1e-4);
+}
+
+// ---- end to end on the bundled model ----
+
+std::string greedy_story(const model& m, int n) {
+    sampling_params sp;
+    sp.temperature = 0;
+    session s(m, sp, 512);
+    const int32_t bos[1] = {m.tokenizer().bos()};
+    s.feed(bos);
+    std::string text;
+    int32_t prev = bos[0];
+    for (int i = 0; i < n; ++i) {
+        const int32_t t = s.step();
+        if (t == m.tokenizer().bos() || t == m.tokenizer().eos()) break;
+        text += m.tokenizer().token_to_piece(prev, t);
+        prev = t;
+    }
+    return text;
+}
+
+TEST(vulkan_e2e, stories260k_greedy_story_matches_llama2c) {
+    std::string why;
+    auto be = try_vulkan("vulkan", why);
+    if (!be) GTEST_SKIP() << why;
+    auto m = model::load(test::model_path("stories260K.gguf"), std::move(be));
+    std::string expected = test::read_file(test::model_path("stories260K_greedy.txt"));
+    while (!expected.empty() && (expected.back() == '\n' || expected.back() == ' ')) expected.pop_back();
+    // As tests/test_e2e.cpp: llama2.c's 256 steps from BOS (doc/stories260K.md), word for word.
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string got = greedy_story(*m, 256);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(got, expected);
+    std::printf("greedy story: 256 steps in %.2f s on vulkan\n", s);
+}
+
+// The standard protocol (first 60,000 characters, window 255) against cpu_ref on the same text.
+TEST(vulkan_e2e, perplexity_matches_cpu_ref) {
+    std::string why;
+    auto be = try_vulkan("vulkan", why);
+    if (!be) GTEST_SKIP() << why;
+    auto m = model::load(test::model_path("stories260K.gguf"), std::move(be));
+    auto ref = model::load(test::model_path("stories260K.gguf"), make_backend("cpu_ref"));
+    const std::string text = test::read_file(test::model_path("tinystories_valid_head.txt")).substr(0, 60000);
+    const auto r = perplexity(*m, text, 255);
+    const auto c = perplexity(*ref, text, 255);
+    EXPECT_EQ(r.n_tokens, c.n_tokens);
+    EXPECT_NEAR(r.mean_nll(), c.mean_nll(), c.mean_nll() * 0.001);
+    EXPECT_NEAR(r.perplexity(), c.perplexity(), c.perplexity() * 0.001);
+    std::printf("perplexity: vulkan %.6f nats/token (%.2f s), cpu_ref %.6f (%.2f s), %lld tokens\n", r.mean_nll(),
+                r.seconds, c.mean_nll(), c.seconds, static_cast<long long>(r.n_tokens));
+}
+
+// ---- performance sanity (a report, not a check): TANDEM_VULKAN_PERF=1 ----
+
+// Median seconds of `reps` runs of fn (each ends with a synchronize), after one warm-up run.
+double median_seconds(int reps, const std::function<void()>& fn) {
+    fn();
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        fn();
+        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+TEST(vulkan_perf, bandwidth_gemv_gemm_and_submit_cost) {
+    const char* on = std::getenv("TANDEM_VULKAN_PERF");
+    if (!on || std::string(on) != "1") GTEST_SKIP() << "set TANDEM_VULKAN_PERF=1 for the performance report";
+    std::printf("%s", vulkan_devices_report().c_str());
+    for (const char* family : {"cpu", "gpu"}) {
+        scoped_env kernels("TANDEM_VULKAN_KERNELS", family);
+        std::string why;
+        auto owner = try_vulkan("vulkan", why);
+        if (!owner) GTEST_SKIP() << why;
+        auto& be = dynamic_cast<vk::vk_backend&>(*owner);
+        const int64_t n = 4096;
+        auto w32 = be.alloc(size_t(n * n) * 4), w16 = be.alloc(size_t(n * n) * 2), xb = be.alloc(size_t(512 * n) * 4),
+             ob = be.alloc(size_t(512 * n) * 4);
+        const tensor tw32{w32.get(), 0, dtype::f32, {n, n, 1, 1}}, tw16{w16.get(), 0, dtype::f16, {n, n, 1, 1}};
+        const tensor x1{xb.get(), 0, dtype::f32, {n, 1, 1, 1}}, o1{ob.get(), 0, dtype::f32, {n, 1, 1, 1}};
+        // Trivial read kernels over the same 64 MiB as the f32 weights, 64 invocations per group: 4-byte storage
+        // buffer loads, and 16-byte texel fetches (RGBA32F; lavapipe's fast load path, the reference here).
+        const vk::view vr = be.bind(tw32), vo = be.bind(tensor{ob.get(), 0, dtype::f32, {256 * 64, 1, 1, 1}});
+        const struct { uint32_t n, off; } rp{uint32_t(n * n), vr.elem}, rp4{uint32_t(n * n / 4), vr.elem / 4};
+        vk::arg texels;
+        texels.v = vr;
+        texels.texel = VK_FORMAT_R32G32B32A32_SFLOAT;
+        const auto read_storage = [&] {
+            be.run("bench_read_f32", {64}, {{vr, false}, {vo, true}}, rp, vk::groups{256, 1, 1});
+            be.synchronize();
+        };
+        const auto read_texel = [&] {
+            be.run("bench_read_f32_texel4", {64}, {texels, {vo, true}}, rp4, vk::groups{256, 1, 1});
+            be.synchronize();
+        };
+        const double bytes32 = double(n * n) * 4;
+        const int reps = 5;
+        double t_read = 0, t_read1 = 0, t_gemv32 = 0, t_gemv16 = 0;
+        for (int round = 0; round < 2; ++round) {  // interleaved, so contention hits all of them alike
+            t_read += median_seconds(reps, read_texel);
+            t_read1 += median_seconds(reps, read_storage);
+            t_gemv32 += median_seconds(reps, [&] { be.matmul(tw32, x1, o1), be.synchronize(); });
+            t_gemv16 += median_seconds(reps, [&] { be.matmul(tw16, x1, o1), be.synchronize(); });
+        }
+        const double read_gbs = bytes32 / (t_read / 2) / 1e9, read1_gbs = bytes32 / (t_read1 / 2) / 1e9,
+                     g32 = bytes32 / (t_gemv32 / 2) / 1e9, g16 = bytes32 / 2 / (t_gemv16 / 2) / 1e9;
+        const int64_t gm = 512, gk = 1024, gn = 1024;
+        const tensor ww{w32.get(), 0, dtype::f32, {gk, gn, 1, 1}}, xx{xb.get(), 0, dtype::f32, {gk, gm, 1, 1}},
+            oo{ob.get(), 0, dtype::f32, {gn, gm, 1, 1}};
+        const double t_gemm = median_seconds(3, [&] { be.matmul(ww, xx, oo), be.synchronize(); });
+        const tensor a1{xb.get(), 0, dtype::f32, {1, 1, 1, 1}}, b1{ob.get(), 0, dtype::f32, {1, 1, 1, 1}};
+        const double t_submit = median_seconds(51, [&] { be.add(a1, a1, b1), be.synchronize(); });
+        std::printf("vulkan perf, %s kernels (median of interleaved runs):\n", family);
+        std::printf("  read kernel, texels   %7.2f GB/s  (4-byte storage loads: %.2f GB/s)\n", read_gbs, read1_gbs);
+        std::printf("  GEMV f32 4096x4096    %7.2f GB/s  (%.2f x read)\n", g32, g32 / read_gbs);
+        std::printf("  GEMV f16 4096x4096    %7.2f GB/s  (%.2f x read)\n", g16, g16 / read_gbs);
+        std::printf("  GEMM f32 M=512 K=N=1024 %5.2f GFLOP/s\n", 2.0 * gm * gk * gn / t_gemm / 1e9);
+        std::printf("  1-element dispatch + submit + wait: %.1f us\n", t_submit * 1e6);
+    }
+    // A greedy decode step of stories260K: wall time per token (one submit + wait per token).
+    std::string why;
+    auto be = try_vulkan("vulkan", why);
+    auto m = model::load(test::model_path("stories260K.gguf"), std::move(be));
+    sampling_params sp;
+    sp.temperature = 0;
+    session s(*m, sp, 512);
+    const int32_t bos[1] = {m->tokenizer().bos()};
+    s.feed(bos);
+    const double t_step = median_seconds(31, [&] { s.step(); });
+    std::printf("  stories260K decode step (forward + sampling): %.2f ms\n", t_step * 1e3);
+}
+
+// ---- the Khronos validation layer over a representative subset ----
+
+TEST(vulkan_validation, representative_subset_reports_no_errors) {
+    if (!vulkan_validation_available())
+        GTEST_SKIP() << "VK_LAYER_KHRONOS_validation is not installed (vulkan-validationlayers)";
+    scoped_env env("TANDEM_VULKAN_VALIDATION", "1");
+    const uint64_t before = vulkan_validation_errors();
+    for (const char* config : {"0cpu", "1cpu", "0gpu", "1gpu"}) {  // memory path x kernel family
+        scoped_env path("TANDEM_VULKAN_FORCE_STAGING", config[0] == '1' ? "1" : "0");
+        scoped_env kernels("TANDEM_VULKAN_KERNELS", config + 1);
+        std::string why;
+        auto be = try_vulkan("vulkan", why);
+        if (!be) GTEST_SKIP() << why;
+        rng r(4);
+        for (int64_t m : {1, 9})  // matrix-vector and tiled matmul, f32 and f16
+            for (dtype wt : {dtype::f32, dtype::f16})
+                EXPECT_LE(max_error(*be,
+                                    {r.tensor(wt, {33, 7, 1, 1}), r.tensor(dtype::f32, {33, m, 1, 1}),
+                                     r.tensor(dtype::f32, {7, m, 1, 1})},
+                                    {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
+                          1e-4);
+        // Split attention + combine over a long context, and the tree walk.
+        EXPECT_LE(attention_error(*be, r, {8, 2, 1, 3000, {0, 3000, -1, -1, 0, 2990, 1, -1}, {2999, 2991}}, dtype::f16),
+                  2e-5);
+        EXPECT_EQ(max_error(*be,
+                            {r.tensor(dtype::f16, {7, 12, 1, 1}), ints({3, 1, 1, 1}, {5, 6, 7}),
+                             ints({3, 1, 1, 1}, {4, 5, 6})},
+                            {0}, [](backend& b, const std::vector<tensor>& t) { b.kv_copy(t[0], t[1], t[2]); }),
+                  0);
+        EXPECT_LE(max_error(*be, {r.tensor(dtype::f32, {4097, 2, 1, 1}), r.tensor(dtype::f32, {4097, 2, 1, 1})}, {1},
+                            [](backend& b, const std::vector<tensor>& t) { b.softmax(t[0], t[1]); }),
+                  1e-6);
+        auto m = model::load(test::model_path("stories260K.gguf"), std::move(be));
+        EXPECT_EQ(greedy_story(*m, 12).rfind("Once upon a time", 0), 0u);
+    }
+    EXPECT_EQ(vulkan_validation_errors() - before, 0u) << "see the validation messages logged above";
+}
+
+}  // namespace
+}  // namespace tandem
+#endif  // TANDEM_WITH_VULKAN
