@@ -66,6 +66,14 @@ tandem_status tandem_gguf_report(const char* path, char* buf, size_t cap, size_t
 tandem_status tandem_convert_llama2c(const char* checkpoint, const char* tokenizer, const char* out_path,
                                      const char* model_name);
 
+/* Progress of a long call: `done` of `total` steps (tensors, windows). */
+typedef void (*tandem_progress_fn)(int64_t done, int64_t total, void* user);
+/* Quantize a GGUF model's matrices to `type` ("q8_0" or "q4_0") and write `out` (all metadata copied, general.file_type
+ * set). Norms stay F32; a matrix whose rows are not whole 32-element blocks is written as F32 and logged, or with
+ * pure != 0 refused (TANDEM_ERR_INVALID_ARGUMENT). progress (may be NULL) is called once per tensor. */
+tandem_status tandem_quantize(const char* in, const char* out, const char* type, int pure, tandem_progress_fn progress,
+                              void* user);
+
 /* ---- evaluation ---- */
 typedef struct tandem_perplexity_result {
     int64_t n_tokens;  /* scored tokens */
@@ -74,7 +82,6 @@ typedef struct tandem_perplexity_result {
     double perplexity; /* exp(mean_nll) */
     double seconds;
 } tandem_perplexity_result;
-typedef void (*tandem_progress_fn)(int64_t done, int64_t total, void* user);
 /* The perplexity protocol of engine/perplexity.h: tokenize (dummy prefix once, no BOS), cut into windows of
  * `window` tokens, evaluate each from an empty cache as BOS + window, score every token. */
 tandem_status tandem_perplexity(const tandem_model* model, const char* text, size_t len, int32_t window,

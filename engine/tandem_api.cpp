@@ -12,6 +12,7 @@
 #include "engine/llama2c.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
+#include "engine/quantize_model.h"
 #include "engine/session.h"
 #include "engine/speculative.h"
 #include "engine/tandem.h"
@@ -161,6 +162,20 @@ tandem_status tandem_convert_llama2c(const char* checkpoint, const char* tokeniz
     return guarded([&] {
         require(checkpoint && tokenizer && out_path, "tandem_convert_llama2c: null path");
         tandem::convert_llama2c(checkpoint, tokenizer, out_path, model_name ? model_name : "llama2c");
+    });
+}
+
+tandem_status tandem_quantize(const char* in, const char* out, const char* type, int pure, tandem_progress_fn progress,
+                              void* user) {
+    return guarded([&] {
+        require(in && out && type, "tandem_quantize: null argument");
+        const std::string t = type;
+        if (t != "q8_0" && t != "q4_0") {
+            throw tandem::error(TANDEM_ERR_INVALID_ARGUMENT, "tandem_quantize: unknown type '" + t + "' (q8_0, q4_0)");
+        }
+        std::function<void(int64_t, int64_t)> cb;
+        if (progress) cb = [&](int64_t d, int64_t n) { progress(d, n, user); };
+        tandem::quantize_model(in, out, t == "q8_0" ? tandem::dtype::q8_0 : tandem::dtype::q4_0, pure != 0, cb);
     });
 }
 

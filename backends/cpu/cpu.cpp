@@ -46,10 +46,11 @@ class cpu_backend final : public host_memory_backend {
     std::string name() const override { return "cpu"; }
 
     bool supports(op o, dtype t) const override {
-        // The same matrix as cpu_ref: f32/f16 weights (get_rows, matmul) and caches (attention, kv_*).
+        // The same matrix as cpu_ref: f32/f16/q8_0/q4_0 weights (get_rows, matmul), f32/f16 caches (attention, kv_*).
         switch (o) {
             case op::get_rows:
             case op::matmul:
+                return t == dtype::f32 || t == dtype::f16 || cpu::quant_supported(t);
             case op::attention:
             case op::kv_write:
             case op::kv_copy:
@@ -73,6 +74,7 @@ class cpu_backend final : public host_memory_backend {
         const int64_t k = table.ne[0], m_rows = ids.nelements();
         const int32_t* id = ids.host<const int32_t>();
         for (int64_t m = 0; m < m_rows; ++m) check_index("get_rows", "id", id[m], table.nrows());
+        if (cpu::quant_supported(table.type)) return cpu::get_rows_quant(*pool_, table, id, out);
         if (table.type != dtype::f32 && table.type != dtype::f16) {
             throw error(TANDEM_ERR_UNSUPPORTED, "cpu get_rows: table type " + std::string(dtype_name(table.type)));
         }
@@ -108,6 +110,7 @@ class cpu_backend final : public host_memory_backend {
 
     void matmul(const tensor& w, const tensor& x, const tensor& out) override {
         checks::matmul(w, x, out);
+        if (cpu::quant_supported(w.type)) return cpu::matmul_quant(*pool_, w, x, out);
         cpu::matmul(*pool_, w, x, out);
     }
 

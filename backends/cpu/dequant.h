@@ -1,5 +1,6 @@
 // Reference conversion of one row of any supported weight type to f32, written for clarity.
-// Quantized block formats join here as they are supported; supports_weight() is the list.
+// Quantized block formats (q8_0, q4_0; layouts in dequant.cpp) join here as they are supported;
+// dequant_supported() is the list.
 #pragma once
 
 #include <cstdint>

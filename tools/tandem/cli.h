@@ -17,6 +17,7 @@ action add_info(CLI::App& app);
 action add_perplexity(CLI::App& app);
 action add_convert(CLI::App& app);
 action add_devices(CLI::App& app);
+action add_quantize(CLI::App& app);
 
 // Throws cli_error with the API's message when status is not TANDEM_OK.
 struct cli_error {

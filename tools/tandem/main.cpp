@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
     add(tandem_cli::add_perplexity(app));
     add(tandem_cli::add_convert(app));
     add(tandem_cli::add_devices(app));
+    add(tandem_cli::add_quantize(app));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
