@@ -19,6 +19,9 @@
 #if TANDEM_WITH_OPENCL
 #include "backends/opencl/opencl.h"
 #endif
+#if TANDEM_WITH_VULKAN
+#include "backends/vulkan/vulkan_backend.h"
+#endif
 
 struct tandem_model {
     std::unique_ptr<tandem::model> impl;
@@ -110,7 +113,11 @@ tandem_status tandem_devices_report(char* buf, size_t cap, size_t* needed) {
 #else
         text += "OpenCL: not in this build (no OpenCL backend compiled in)\n";
 #endif
-        // Vulkan devices are appended here once the Vulkan backend exists.
+#if TANDEM_WITH_VULKAN
+        text += tandem::vulkan_devices_report();
+#else
+        text += "Vulkan: not in this build (no Vulkan backend compiled in)\n";
+#endif
         if (needed) *needed = text.size() + 1;
         if (!buf || cap < text.size() + 1) throw tandem::error(TANDEM_ERR_BUFFER_TOO_SMALL, "report buffer too small");
         std::memcpy(buf, text.c_str(), text.size() + 1);
