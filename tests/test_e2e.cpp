@@ -13,24 +13,6 @@
 namespace tandem {
 namespace {
 
-// Greedy generation of n tokens from BOS; returns the decoded text (stops at BOS/EOS like llama2.c's run.c).
-std::string greedy_story(const model& m, int n) {
-    sampling_params sp;
-    sp.temperature = 0;
-    session s(m, sp, 512);
-    const int32_t bos[1] = {m.tokenizer().bos()};
-    s.feed(bos);
-    std::string text;
-    int32_t prev = bos[0];
-    for (int i = 0; i < n; ++i) {
-        const int32_t t = s.step();
-        if (t == m.tokenizer().bos() || t == m.tokenizer().eos()) break;
-        text += m.tokenizer().token_to_piece(prev, t);
-        prev = t;
-    }
-    return text;
-}
-
 class e2e : public ::testing::TestWithParam<std::string> {};
 
 // Source: karpathy/llama2.c doc/stories260K.md, `./run stories260K.bin -z tok512.bin -t 0.0` (256 steps),
@@ -39,7 +21,7 @@ TEST_P(e2e, stories260k_greedy_story_matches_llama2c) {
     auto m = model::load(test::model_path("stories260K.gguf"), make_backend(GetParam()));
     std::string expected = test::read_file(test::model_path("stories260K_greedy.txt"));
     while (!expected.empty() && (expected.back() == '\n' || expected.back() == ' ')) expected.pop_back();
-    const std::string got = greedy_story(*m, 256);
+    const std::string got = test::greedy_story(*m, 256);
     EXPECT_EQ(got, expected);
 }
 
@@ -66,7 +48,7 @@ TEST_P(e2e, perplexity_llama2xs_converted) {
 // The converted second model writes TinyStories English: its greedy start is known (models/README.md).
 TEST_P(e2e, llama2xs_converted_generates_coherent_text) {
     auto m = model::load(test::model_path("llama2xs_tinystories_279K.gguf"), make_backend(GetParam()));
-    const std::string got = greedy_story(*m, 120);
+    const std::string got = test::greedy_story(*m, 120);
     EXPECT_EQ(got.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside", 0), 0u)
         << got;
     EXPECT_GT(got.size(), 300u) << got;

@@ -489,30 +489,12 @@ TEST(opencl_devices, report_and_selection) {
 
 // ---- (c) end to end on the real model ----
 
-// Greedy generation of n tokens from BOS, stopping at BOS/EOS like llama2.c's run.c (as tests/test_e2e.cpp).
-std::string greedy_story(const model& m, int n) {
-    sampling_params sp;
-    sp.temperature = 0;
-    session s(m, sp, 512);
-    const int32_t bos[1] = {m.tokenizer().bos()};
-    s.feed(bos);
-    std::string text;
-    int32_t prev = bos[0];
-    for (int i = 0; i < n; ++i) {
-        const int32_t t = s.step();
-        if (t == m.tokenizer().bos() || t == m.tokenizer().eos()) break;
-        text += m.tokenizer().token_to_piece(prev, t);
-        prev = t;
-    }
-    return text;
-}
-
 TEST(opencl_e2e, stories260k_greedy_story_matches_llama2c) {
     TANDEM_OPENCL_OR_SKIP(be);
     auto m = model::load(test::model_path("stories260K.gguf"), std::move(be));
     std::string expected = test::read_file(test::model_path("stories260K_greedy.txt"));
     while (!expected.empty() && (expected.back() == '\n' || expected.back() == ' ')) expected.pop_back();
-    const std::string got = greedy_story(*m, 256);  // prefix comparison: one spare step is harmless
+    const std::string got = test::greedy_story(*m, 256);  // prefix comparison: one spare step is harmless
     EXPECT_EQ(got.substr(0, expected.size()), expected) << "full output:\n" << got;
 }
 

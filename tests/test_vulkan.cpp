@@ -612,23 +612,6 @@ TEST(vulkan_device, profiling_runs) {
 
 // ---- end to end on the bundled model ----
 
-std::string greedy_story(const model& m, int n) {
-    sampling_params sp;
-    sp.temperature = 0;
-    session s(m, sp, 512);
-    const int32_t bos[1] = {m.tokenizer().bos()};
-    s.feed(bos);
-    std::string text;
-    int32_t prev = bos[0];
-    for (int i = 0; i < n; ++i) {
-        const int32_t t = s.step();
-        if (t == m.tokenizer().bos() || t == m.tokenizer().eos()) break;
-        text += m.tokenizer().token_to_piece(prev, t);
-        prev = t;
-    }
-    return text;
-}
-
 TEST(vulkan_e2e, stories260k_greedy_story_matches_llama2c) {
     std::string why;
     auto be = try_vulkan("vulkan", why);
@@ -638,7 +621,7 @@ TEST(vulkan_e2e, stories260k_greedy_story_matches_llama2c) {
     while (!expected.empty() && (expected.back() == '\n' || expected.back() == ' ')) expected.pop_back();
     // As tests/test_e2e.cpp: llama2.c's 256 steps from BOS (doc/stories260K.md), word for word.
     const auto t0 = std::chrono::steady_clock::now();
-    const std::string got = greedy_story(*m, 256);
+    const std::string got = test::greedy_story(*m, 256);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_EQ(got, expected);
     std::printf("greedy story: 256 steps in %.2f s on vulkan\n", s);
@@ -776,7 +759,7 @@ TEST(vulkan_validation, representative_subset_reports_no_errors) {
                             [](backend& b, const std::vector<tensor>& t) { b.softmax(t[0], t[1]); }),
                   1e-6);
         auto m = model::load(test::model_path("stories260K.gguf"), std::move(be));
-        EXPECT_EQ(greedy_story(*m, 12).rfind("Once upon a time", 0), 0u);
+        EXPECT_EQ(test::greedy_story(*m, 12).rfind("Once upon a time", 0), 0u);
     }
     EXPECT_EQ(vulkan_validation_errors() - before, 0u) << "see the validation messages logged above";
 }
