@@ -26,6 +26,7 @@ const char* op_name(op o) {
         case op::kv_write: return "kv_write";
         case op::kv_copy: return "kv_copy";
         case op::argmax: return "argmax";
+        case op::top_k: return "top_k";
     }
     return "unknown";
 }

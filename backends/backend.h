@@ -48,9 +48,12 @@ struct tensor {
 };
 
 enum class op {
-    get_rows, rms_norm, matmul, rope, attention, swiglu, add, softmax, kv_write, kv_copy, argmax,
+    get_rows, rms_norm, matmul, rope, attention, swiglu, add, softmax, kv_write, kv_copy, argmax, top_k,
 };
 const char* op_name(op o);
+
+// The largest k backend::top_k accepts (one selection list per row fits in registers / private memory).
+constexpr int32_t top_k_max = 64;
 
 struct rope_params {
     int32_t n_rot = 0;          // rotated dimensions per head (pairs (2i, 2i+1), i < n_rot/2); rest pass through
@@ -124,6 +127,11 @@ class backend {
     virtual void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) = 0;
     // out[m] = index of the largest x[m][k] (the first on ties). x f32 {K, M}; out i32 {M}.
     virtual void argmax(const tensor& x, const tensor& out) = 0;
+    // out_ids[m][j], out_vals[m][j] for j < k: the k largest x[m][*] in descending order (ties: lower index
+    // first), values as given (no softmax). x f32 {K, M}; out_ids i32 {k, M}; out_vals f32 {k, M};
+    // 1 <= k <= min(K, top_k_max), else tandem::error (invalid argument).
+    // A row holding NaN gets k distinct valid ids, otherwise unspecified.
+    virtual void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) = 0;
 };
 
 // The compiled-in backends, in a fixed order: "cpu_ref", "cpu", then GPU backends when built.

@@ -1,6 +1,7 @@
 // Shape and type contracts of the backend ops (see backends/backend.h for the semantics).
 #include "backends/op_checks.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "engine/error.h"
@@ -116,6 +117,21 @@ void argmax(const tensor& x, const tensor& out) {
     in_bounds("argmax", "x", x), in_bounds("argmax", "out", out);
     is_type("argmax", "x", x, dtype::f32), is_type("argmax", "out", out, dtype::i32);
     require(out.nelements() == x.nrows() && x.ne[0] > 0, "argmax", "shapes " + shape(x) + " -> " + shape(out));
+}
+
+void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) {
+    const char* op = "top_k";
+    in_bounds(op, "x", x), in_bounds(op, "out_ids", out_ids), in_bounds(op, "out_vals", out_vals);
+    is_type(op, "x", x, dtype::f32), is_type(op, "out_ids", out_ids, dtype::i32);
+    is_type(op, "out_vals", out_vals, dtype::f32);
+    const int64_t limit = std::min<int64_t>(x.ne[0], top_k_max);
+    if (k < 1 || k > limit) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT,
+                    "top_k: k = " + std::to_string(k) + " outside [1, " + std::to_string(limit) + "] for rows of " +
+                        std::to_string(x.ne[0]) + " (at most " + std::to_string(top_k_max) + ")");
+    }
+    require(out_ids.ne[0] == k && out_ids.nrows() == x.nrows() && out_vals.ne[0] == k && out_vals.nrows() == x.nrows(),
+            op, "shapes " + shape(x) + " k=" + std::to_string(k) + " -> " + shape(out_ids) + " " + shape(out_vals));
 }
 
 }  // namespace tandem::checks

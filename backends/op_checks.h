@@ -17,5 +17,8 @@ void softmax(const tensor& x, const tensor& out);
 void kv_write(const tensor& src, const tensor& cache, const tensor& slots);
 void kv_copy(const tensor& cache, const tensor& src, const tensor& dst);
 void argmax(const tensor& x, const tensor& out);
+// Also rejects k outside [1, min(K, top_k_max)], with TANDEM_ERR_INVALID_ARGUMENT (k may come from a user's
+// sampling settings rather than from a caller bug).
+void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals);
 
 }  // namespace tandem::checks

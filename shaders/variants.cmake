@@ -33,6 +33,8 @@ set(TANDEM_SHADER_VARIANTS
   "kv_copy_f32_scatter         | kv.comp                | SRC_RAW"
   "kv_copy_f16_scatter         | kv.comp                | SRC_RAW CACHE_F16"
   "argmax_f32_i32              | argmax.comp            | "
+  "top_k_f32_i32               | topk.comp              | "
+  "top_k_f32_i32_merge         | topk.comp              | MERGE"
   "bench_read_f32              | bench_read.comp        | "
   "bench_read_f32_vec4         | bench_read.comp        | VEC4"
   "bench_read_f32_texel        | bench_read.comp        | TEXEL"

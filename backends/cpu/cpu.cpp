@@ -3,6 +3,7 @@
 // live in cpu_matmul.cpp and cpu_attention.cpp; the element-wise and row-wise ops are here.
 #include "backends/cpu/cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -37,6 +38,41 @@ template <typename F>
 void for_elements(thread_pool& pool, int64_t n, F&& f) {
     pool.parallel_for((n + simd::width - 1) / simd::width, cpu::grain(simd::width),
                       [&](int64_t b, int64_t e) { f(b * simd::width, std::min(n, e * simd::width)); });
+}
+
+// One candidate of a top-k selection; a ranks before b when its value is larger, or equal with a lower index.
+struct scored {
+    float v;
+    int32_t i;
+};
+bool ranks_before(const scored& a, const scored& b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+// The best min(k, n) elements of x[0, n) (ids first + i) into sel, best first; returns how many. A heap keeps
+// the worst one kept on top; ids ascend, so a later element enters only with a strictly larger value. Blocks
+// whose maximum does not beat that value (most of a vocabulary row, once the heap is warm) are skipped whole.
+int32_t select_top_k(const float* x, int64_t first, int64_t n, int32_t k, scored* sel) {
+    using namespace simd;
+    const int32_t c = int32_t(std::min<int64_t>(k, n));
+    for (int32_t j = 0; j < c; ++j) sel[j] = {x[j], int32_t(first + j)};
+    std::make_heap(sel, sel + c, ranks_before);
+    auto offer = [&](int64_t i) {
+        if (x[i] > sel[0].v) {
+            std::pop_heap(sel, sel + c, ranks_before);
+            sel[c - 1] = {x[i], int32_t(first + i)};
+            std::push_heap(sel, sel + c, ranks_before);
+        }
+    };
+    constexpr int64_t block = 4 * width;
+    int64_t i = c;
+    for (; i + block <= n; i += block) {
+        const vf a = simd::max(load(x + i), load(x + i + width));
+        const vf b = simd::max(load(x + i + 2 * width), load(x + i + 3 * width));
+        if (!(reduce_max(simd::max(a, b)) > sel[0].v)) continue;
+        for (int64_t j = i; j < i + block; ++j) offer(j);
+    }
+    for (; i < n; ++i) offer(i);
+    std::sort_heap(sel, sel + c, ranks_before);
+    return c;
 }
 
 class cpu_backend final : public host_memory_backend {
@@ -257,6 +293,46 @@ class cpu_backend final : public host_memory_backend {
                 out.host<int32_t>()[m] = int32_t(i < k ? i : 0);
             }
         });
+    }
+
+    void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) override {
+        checks::top_k(x, k, out_ids, out_vals);
+        const int64_t n = x.ne[0], m_rows = x.nrows();
+        // Fewer rows than threads (sampling one or a few positions): rows are cut into parts of at least 32K
+        // elements, selected in parallel and merged; otherwise each row is one part.
+        const int64_t threads = pool_->size();
+        const int64_t parts = m_rows >= threads
+                                  ? 1
+                                  : std::clamp<int64_t>(n / std::max<int64_t>(int64_t(1) << 15, 4 * int64_t(k)), 1,
+                                                        (threads + m_rows - 1) / m_rows);
+        const int64_t len = (n + parts - 1) / parts;
+        std::vector<scored> cand(size_t(m_rows * parts * k));
+        std::vector<int32_t> count(size_t(m_rows * parts));
+        pool_->parallel_for(m_rows * parts, cpu::grain(len), [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) {
+                const int64_t m = t / parts, first = t % parts * len;
+                count[size_t(t)] = first >= n ? 0
+                                              : select_top_k(x.host<const float>() + m * n + first, first,
+                                                             std::min(len, n - first), k, cand.data() + t * k);
+            }
+        });
+        std::vector<scored> merged;
+        for (int64_t m = 0; m < m_rows; ++m) {
+            const scored* best = cand.data() + m * parts * k;
+            if (parts > 1) {
+                merged.clear();
+                for (int64_t p = 0; p < parts; ++p) {
+                    const scored* c = cand.data() + (m * parts + p) * k;
+                    merged.insert(merged.end(), c, c + count[size_t(m * parts + p)]);
+                }
+                std::partial_sort(merged.begin(), merged.begin() + k, merged.end(), ranks_before);
+                best = merged.data();
+            }
+            for (int32_t j = 0; j < k; ++j) {
+                out_ids.host<int32_t>()[m * k + j] = best[j].i;
+                out_vals.host<float>()[m * k + j] = best[j].v;
+            }
+        }
     }
 
    private:

@@ -1,8 +1,10 @@
 // cpu_ref: the readable reference implementation of every op in backends/backend.h.
 #include "backends/cpu/cpu_ref.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "backends/cpu/dequant.h"
@@ -207,6 +209,23 @@ class cpu_ref_backend final : public host_memory_backend {
             for (int64_t i = 1; i < k; ++i)
                 if (xr[i] > xr[best]) best = int32_t(i);
             out.host<int32_t>()[m] = best;
+        }
+    }
+
+    void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) override {
+        checks::top_k(x, k, out_ids, out_vals);
+        const int64_t n = x.ne[0];
+        std::vector<int32_t> order(static_cast<size_t>(n));
+        for (int64_t m = 0; m < x.nrows(); ++m) {
+            const float* xr = x.host<const float>() + m * n;
+            std::iota(order.begin(), order.end(), 0);
+            // The k first indices in the order (larger value first, then lower index).
+            std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                              [&](int32_t a, int32_t b) { return xr[a] > xr[b] || (xr[a] == xr[b] && a < b); });
+            for (int32_t j = 0; j < k; ++j) {
+                out_ids.host<int32_t>()[m * k + j] = order[size_t(j)];
+                out_vals.host<float>()[m * k + j] = xr[order[size_t(j)]];
+            }
         }
     }
 };

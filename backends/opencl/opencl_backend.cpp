@@ -58,6 +58,15 @@ tuning choose_tuning(const device_info& dev) {
                       cpu ? mm_variant::dot : mm_variant::tiled);
     t.reduce_wgs = cpu ? 1 : std::min<size_t>(256, floor_pow2(max_wg));
     t.reduce_rows = cpu ? std::min<size_t>(64, floor_pow2(max_wg)) : 1;
+    // Any size works (kernels/topk.cl); the override lets the tests run the GPU layout on a CPU device.
+    t.topk_wgs = t.reduce_wgs;
+    if (const std::string v = env("TANDEM_OPENCL_TOPK_WGS"); !v.empty()) {
+        const long n = std::strtol(v.c_str(), nullptr, 10);
+        if (n < 1 || size_t(n) > max_wg)
+            throw error(TANDEM_ERR_INVALID_ARGUMENT,
+                        "TANDEM_OPENCL_TOPK_WGS must be in [1, " + std::to_string(max_wg) + "], not '" + v + "'");
+        t.topk_wgs = size_t(n);
+    }
     t.auto_wgs = std::min<size_t>(cpu ? 256 : 64, floor_pow2(max_wg));
     t.gemv_wgs = std::min<size_t>(cpu ? 16 : 64, floor_pow2(max_wg));
     // Tiles of kernels/mul_mm.cl: TM x TN outputs per work-group, RM x RN per work-item.

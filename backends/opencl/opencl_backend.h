@@ -53,6 +53,7 @@ struct tuning {
     gemm_variant gemm = gemm_variant::auto_select;
     size_t reduce_wgs = 1;      // work-items per row of row reductions (rms_norm, softmax, argmax)
     size_t reduce_rows = 1;     // rows per work-group of row reductions
+    size_t topk_wgs = 1;        // work-items per row of top_k: reduce_wgs, or env TANDEM_OPENCL_TOPK_WGS (any size)
     size_t auto_wgs = 64;       // work-group size for kernels that leave it to the backend
     size_t gemv_wgs = 64;       // "row": work-items per group; "wg": the group that shares one row
     int64_t gemm_min_rows = 8;  // matmul with at least this many x rows uses a matrix-matrix kernel
@@ -89,6 +90,7 @@ class opencl_backend final : public backend {
     void kv_write(const tensor& src, const tensor& cache, const tensor& slots) override;
     void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) override;
     void argmax(const tensor& x, const tensor& out) override;
+    void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) override;
 
     // ---- for the launchers in ops/ and the test hooks ----
     const device_info& dev() const { return dev_; }

@@ -92,6 +92,7 @@ class vk_backend final : public backend {
     void kv_write(const tensor& src, const tensor& cache, const tensor& slots) override;
     void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) override;
     void argmax(const tensor& x, const tensor& out) override;
+    void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) override;
 
     // ---- for the launchers ----
     const device_limits& limits() const { return dev_.limits(); }
@@ -111,7 +112,7 @@ class vk_backend final : public backend {
     // ~10x the bandwidth), so the CPU-family kernels read weights, activations and the KV cache through them.
     bool texel_reads() const { return texel_reads_; }
     // A backend-owned device buffer reused by every op that needs `which` (grown on demand).
-    enum scratch_id { scratch_attention = 0, scratch_kv_copy = 1, n_scratch = 2 };
+    enum scratch_id { scratch_attention = 0, scratch_kv_copy = 1, scratch_top_k = 2, n_scratch = 3 };
     view scratch(scratch_id which, VkDeviceSize bytes);
     // The rope inverse-frequency table of (n_rot, base), uploaded once.
     view rope_table(int32_t n_rot, float freq_base);

@@ -1,9 +1,12 @@
 // Cases of the element-wise and row-wise ops: get_rows, rms_norm, rope, swiglu, add, softmax, kv_write,
-// kv_copy and argmax, over odd sizes around vector widths, in-place (aliased) variants and edge values.
+// kv_copy, argmax and top_k, over odd sizes around vector widths, in-place (aliased) variants and edge values.
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <numeric>
 
 #include "tests/backend_ops/cases.h"
+#include "tests/common/test_util.h"
 
 namespace tandem::test {
 
@@ -12,6 +15,33 @@ namespace {
 using ne4 = std::array<int64_t, 4>;
 
 std::string dims(const char* name, const ne4& ne) { return std::string(" ") + name + "=" + shape_str(ne); }
+
+// Sets (or, for nullptr, unsets) an environment variable for the scope; backends read their overrides at creation.
+class scoped_env {
+ public:
+    scoped_env(const char* name, const char* value) : name_(name) {
+        if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+        if (value) {
+            setenv(name, value, 1);
+        } else {
+            unsetenv(name);
+        }
+    }
+    ~scoped_env() {
+        if (had_) {
+            setenv(name_, old_.c_str(), 1);
+        } else {
+            unsetenv(name_);
+        }
+    }
+    scoped_env(const scoped_env&) = delete;
+    scoped_env& operator=(const scoped_env&) = delete;
+
+ private:
+    const char* name_;
+    std::string old_;
+    bool had_ = false;
+};
 
 void get_rows_sweep(backend_ops& t, dtype table_type) {
     for (int64_t k : {1, 7, 16, 64, 4097}) {
@@ -270,6 +300,113 @@ TEST_P(backend_ops, argmax_f32_i32) {
             }
         }
     }
+}
+
+namespace {
+
+// The kinds of top_k data: each stresses one rule of the selection.
+enum class top_k_data { random, ties, neg_inf, ascending, count };
+
+const char* top_k_data_name(top_k_data d) {
+    switch (d) {
+        case top_k_data::random:
+            return "random";
+        case top_k_data::ties:
+            return "ties";
+        case top_k_data::neg_inf:
+            return "neg-inf";
+        case top_k_data::ascending:
+            return "ascending";
+        default:
+            return "?";
+    }
+}
+
+op_case top_k_case(rng& r, top_k_data kind, int64_t k_row, int64_t m, int32_t k) {
+    const int64_t n = k_row * m;
+    std::vector<float> x;
+    switch (kind) {
+        case top_k_data::random:
+            x = random_floats(r, n);
+            break;
+        case top_k_data::ties:  // four levels: long runs of equal values, the lower index must come first
+            for (int64_t i = 0; i < n; ++i) x.push_back(float(r.integer(0, 3)) * 0.5f - 1.f);
+            break;
+        case top_k_data::neg_inf:  // mostly -inf, some huge negatives: often fewer finite values than k
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t u = r.integer(0, 19);
+                x.push_back(u < 15   ? -std::numeric_limits<float>::infinity()
+                            : u < 17 ? -std::numeric_limits<float>::max()
+                            : u < 18 ? -1e30f
+                                     : r.uniform(-1.f, 1.f));
+            }
+            break;
+        default:  // rising in steps of three equal values: every element enters the selection (worst case)
+            for (int64_t i = 0; i < n; ++i) x.push_back(float(i % k_row / 3));
+            break;
+    }
+    op_case c;
+    c.desc =
+        "top_k_f32_i32 " + std::string(top_k_data_name(kind)) + dims("x", {k_row, m, 1, 1}) + " k=" + std::to_string(k);
+    c.args = {float_arg(dtype::f32, {k_row, m, 1, 1}, x), output_arg(dtype::i32, {k, m, 1, 1}),
+              output_arg(dtype::f32, {k, m, 1, 1})};
+    c.outputs = {1, 2};
+    c.tol = {};  // a selection: ids and values bit-exact
+    c.run = [k](backend& b, const std::vector<tensor>& a) { b.top_k(a[0], k, a[1], a[2]); };
+    return c;
+}
+
+}  // namespace
+
+TEST_P(backend_ops, top_k_f32_i32) {
+    TANDEM_SKIP_UNSUPPORTED(op::top_k, dtype::f32);
+    for (int64_t k_row : {1, 7, 100, 512, 32000, 100003}) {
+        for (int64_t m : {1, 3, 17}) {
+            for (int32_t k : {1, 5, 40, 64}) {
+                if (k > k_row) continue;
+                for (int d = 0; d < int(top_k_data::count); ++d)
+                    check(top_k_case(random(), top_k_data(d), k_row, m, k));
+            }
+        }
+    }
+}
+
+// Layouts the default device does not choose: OpenCL with other work-group sizes (non-powers of two
+// included), Vulkan with small loop budgets that cut rows into many chunks and need several merge passes.
+TEST_P(backend_ops, top_k_f32_i32_layouts) {
+    TANDEM_SKIP_UNSUPPORTED(op::top_k, dtype::f32);
+    const char* var = nullptr;
+    std::vector<const char*> values;
+    if (GetParam() == "opencl") {
+        var = "TANDEM_OPENCL_TOPK_WGS", values = {"1", "2", "3", "64", "100", "256"};
+    } else if (GetParam() == "vulkan") {
+        var = "TANDEM_VULKAN_LOOP_BUDGET", values = {"600", "2000", "9000"};
+    } else {
+        GTEST_SKIP() << GetParam() << " has one layout";
+    }
+    int cases = 0, failures = 0;
+    for (const char* v : values) {
+        scoped_env env(var, v);
+        auto b = make_backend(GetParam());
+        for (int64_t k_row : {7, 100, 4097, 100003}) {
+            for (int64_t m : {1, 3}) {
+                for (int32_t k : {1, 5, 64}) {
+                    if (k > k_row) continue;
+                    for (top_k_data d : {top_k_data::random, top_k_data::ties, top_k_data::ascending}) {
+                        const op_case c = top_k_case(random(), d, k_row, m, k);
+                        const std::string msg = run_case(ref(), *b, c);
+                        ++cases;
+                        if (!msg.empty() && ++failures <= 5) {
+                            ADD_FAILURE()
+                                << GetParam() << " with " << var << "=" << v << ": " << c.desc << ": " << msg
+                                << " [seed " << test_seed() << "; rerun with TANDEM_TEST_SEED=" << test_seed() << "]";
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (failures > 5) ADD_FAILURE() << failures << " of " << cases << " cases failed (the first 5 are shown)";
 }
 
 }  // namespace tandem::test

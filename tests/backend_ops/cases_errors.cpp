@@ -1,6 +1,11 @@
 // Bad arguments on every backend (cpu_ref included): mismatched shapes or types, tensors overrunning their
 // buffers, out-of-range ids and slots, malformed token trees. Each must throw tandem::error (at the op or,
 // for an asynchronous backend, by the following synchronize/download), and the backend must stay usable.
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "engine/error.h"
 #include "tests/backend_ops/cases.h"
 
 namespace tandem::test {
@@ -58,7 +63,40 @@ op_case attention_meta(dtype cache, std::vector<int32_t> meta, std::vector<int32
     return c;
 }
 
+op_case top_k_args(const std::string& what, int64_t k_row, int32_t k, dtype ids_type, ne4 ids, ne4 vals) {
+    op_case c;
+    c.desc = "top_k " + what;
+    c.args = {output_arg(dtype::f32, {k_row, 3, 1, 1}), output_arg(ids_type, ids), output_arg(dtype::f32, vals)};
+    c.run = [k](backend& b, const std::vector<tensor>& a) { b.top_k(a[0], k, a[1], a[2]); };
+    return c;
+}
+
 }  // namespace
+
+TEST_P(backend_errors, top_k_bad_arguments) {
+    check_throws(top_k_args("with ids of type f32", 8, 2, dtype::f32, {2, 3, 1, 1}, {2, 3, 1, 1}));
+    check_throws(top_k_args("with outputs of the wrong k", 8, 2, dtype::i32, {3, 3, 1, 1}, {2, 3, 1, 1}));
+    check_throws(top_k_args("with outputs of the wrong rows", 8, 2, dtype::i32, {2, 3, 1, 1}, {2, 2, 1, 1}));
+    // k outside [1, min(K, top_k_max)]: an invalid argument naming the op, whatever the outputs' shapes.
+    const std::pair<int64_t, int32_t> bad_k[] = {{8, 0}, {8, -1}, {8, 9}, {100, top_k_max + 1}, {1, 2}};
+    for (const auto& [k_row, k] : bad_k) {
+        const int64_t kk = std::max<int64_t>(1, k);
+        const op_case c = top_k_args("k=" + std::to_string(k) + " on rows of " + std::to_string(k_row), k_row, k,
+                                     dtype::i32, {kk, 3, 1, 1}, {kk, 3, 1, 1});
+        check_throws(c);
+        auto x = dut().alloc(size_t(k_row) * 3 * 4), ids = dut().alloc(size_t(kk) * 3 * 4),
+             vals = dut().alloc(size_t(kk) * 3 * 4);
+        tensor tx{x.get(), 0, dtype::f32, {k_row, 3, 1, 1}}, ti{ids.get(), 0, dtype::i32, {kk, 3, 1, 1}},
+            tv{vals.get(), 0, dtype::f32, {kk, 3, 1, 1}};
+        try {
+            dut().top_k(tx, k, ti, tv);
+            ADD_FAILURE() << GetParam() << ": " << c.desc << ": did not throw";
+        } catch (const error& e) {
+            EXPECT_EQ(e.status(), TANDEM_ERR_INVALID_ARGUMENT) << GetParam() << ": " << c.desc << ": " << e.what();
+            EXPECT_NE(std::string(e.what()).find("top_k: k = "), std::string::npos) << e.what();
+        }
+    }
+}
 
 TEST_P(backend_errors, matmul_shape_mismatch) {
     check_throws(matmul_shapes({8, 4, 1, 1}, {7, 2, 1, 1}, {4, 2, 1, 1}));  // K differs
