@@ -31,6 +31,12 @@ spdlog::logger& log() {
 
 }  // namespace
 
+dtype matrix_quant_type(const std::string& name, int64_t row_len, dtype type, std::string* why) {
+    if ((type != dtype::q8_0 && type != dtype::q4_0) || row_len % 32 == 0) return type;
+    *why = name + ": row length " + std::to_string(row_len) + " is not a multiple of the block size 32";
+    return dtype::f32;
+}
+
 quantize_result quantize_model(const std::string& in_path, const std::string& out_path, dtype type, bool pure,
                                const std::function<void(int64_t, int64_t)>& progress) {
     if (!quantize_supported(type)) {
@@ -56,9 +62,8 @@ quantize_result quantize_model(const std::string& in_path, const std::string& ou
             throw error(TANDEM_ERR_UNSUPPORTED, "quantize: " + t.name + " has type " + std::string(dtype_name(t.type)) +
                                                     ", which cannot be read");
         }
-        if (t.ne[0] % 32 != 0) {
-            const std::string why =
-                t.name + ": row length " + std::to_string(t.ne[0]) + " is not a multiple of the block size 32";
+        std::string why;
+        if (matrix_quant_type(t.name, t.ne[0], type, &why) != type) {
             if (pure) throw error(TANDEM_ERR_INVALID_ARGUMENT, "quantize --pure: " + why);
             res.fallbacks.push_back(why + ", kept as f32");
             log().warn("{}, kept as f32", why);

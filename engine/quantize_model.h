@@ -25,6 +25,10 @@ struct quantize_result {
 // 2 (mostly Q4_0) and general.quantization_version to 2. progress(done, total) is called per tensor.
 // Throws tandem::error: TANDEM_ERR_INVALID_ARGUMENT for another type or a pure-mode misfit, else as the
 // GGUF reader and writer do.
+// The per-matrix rule shared by quantize_model and synth: `type` when rows of `row_len` are whole 32-weight
+// blocks (or `type` is not a block type), else F32 with *why set to "name: row length ... block size 32".
+dtype matrix_quant_type(const std::string& name, int64_t row_len, dtype type, std::string* why);
+
 quantize_result quantize_model(const std::string& in_path, const std::string& out_path, dtype type, bool pure,
                                const std::function<void(int64_t, int64_t)>& progress = {});
 

@@ -223,73 +223,20 @@ void drafter::observe(size_t accepted, size_t drafted_depth) {
 // ---------------------------------------------------------------- verifier
 
 verifier::verifier(const model& target, const sampling_params& sp, int64_t capacity, size_t max_nodes)
-    : m_(target), sp_(sp), sampler_(sp), rng_(sp.seed), seq_(target, capacity), max_nodes_(max_nodes) {}
+    : bv_(target, capacity, 1, max_nodes), seq_(sp) {}
 
-void verifier::start(const std::vector<int32_t>& prompt) {
-    if (prompt.empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "the prompt needs at least one token (BOS)");
-    if (int64_t(prompt.size()) >= seq_.cache.n_slots()) throw error(TANDEM_ERR_CONTEXT_FULL, "prompt longer than the context");
-    seq_.tokens = prompt;
-    seq_.n_cached = 0;
-    rng_ = rng(sp_.seed);
-    if (prompt.size() > 1) {
-        std::vector<float> none;
-        const std::vector<int32_t> head(prompt.begin(), prompt.end() - 1);
-        seq_.fwd.run(causal_rows(head, 0, 0, false), none);
-        seq_.n_cached = head.size();
-    }
-}
+verifier::~verifier() { bv_.release(seq_); }
+
+void verifier::start(const std::vector<int32_t>& prompt) { bv_.start(seq_, prompt); }
 
 acceptance verifier::verify(const draft_tree& t) {
-    const bool greedy = sp_.temperature == 0.f;
-    t.validate(m_.hparams().n_vocab, max_nodes_, !greedy);
-    const int32_t P = int32_t(seq_.tokens.size());
-    if (int64_t(P) + int64_t(t.size()) + 1 > seq_.cache.n_slots()) {
-        throw error(TANDEM_ERR_CONTEXT_FULL, "context full: " + std::to_string(P) + " tokens + a tree of " +
-                                                 std::to_string(t.size()) + " nodes exceed " +
-                                                 std::to_string(seq_.cache.n_slots()));
-    }
-    // One pass: the pending committed tokens as a causal chain (the last one yields the root distribution),
-    // then every tree node at position P + depth, attending to the prefix and its ancestors.
-    const std::vector<int32_t> pending(seq_.tokens.begin() + int64_t(seq_.n_cached), seq_.tokens.end());
-    TANDEM_ASSERT(!pending.empty());
-    auto rows = causal_rows(pending, int32_t(seq_.n_cached), 0, false);
-    const int32_t R = int32_t(rows.size());
-    const auto depth = t.depths();
-    for (size_t j = 0; j < t.size(); ++j) {
-        rows.push_back(batch_row{t.tokens[j], P + depth[j], P + int32_t(j), 0, P, R + int32_t(j),
-                                 t.parents[j] < 0 ? -1 : R + t.parents[j], true});
-    }
-    std::vector<float> logits;
-    seq_.fwd.run(rows, logits);
-    const size_t V = size_t(m_.hparams().n_vocab);
-    auto row = [&](size_t i) { return std::span<const float>(logits.data() + i * V, V); };
-
-    acceptance a;
-    if (greedy) {
-        std::vector<int32_t> am(t.size());
-        for (size_t j = 0; j < t.size(); ++j) am[j] = argmax(row(j + 1));
-        a = accept_greedy(t, argmax(row(0)), am);
-    } else {
-        // Each node's target distribution sees its own path in the repetition-penalty history.
-        std::vector<std::vector<token_prob>> p_at(t.size());
-        for (size_t j = 0; j < t.size(); ++j) {
-            std::vector<int32_t> hist = seq_.tokens, path;
-            for (int32_t k = int32_t(j); k >= 0; k = t.parents[size_t(k)]) path.push_back(t.tokens[size_t(k)]);
-            hist.insert(hist.end(), path.rbegin(), path.rend());
-            p_at[j] = sampler_.distribution(row(j + 1), hist);
-        }
-        a = accept_sampling(t, sampler_.distribution(row(0), seq_.tokens), p_at, rng_);
-    }
-    // Commit: compact the accepted nodes' K/V behind the prefix; the target's own token stays pending.
-    std::vector<int32_t> src, dst;
-    for (size_t i = 0; i < a.path.size(); ++i) {
-        if (a.path[i] != int32_t(i)) src.push_back(P + a.path[i]), dst.push_back(P + int32_t(i));
-        seq_.tokens.push_back(t.tokens[size_t(a.path[i])]);
-    }
-    seq_.cache.copy_slots(src, dst);
-    seq_.n_cached = size_t(P) + a.path.size();
-    seq_.tokens.push_back(a.next_token);
-    return a;
+    verify_job j;
+    j.seq = &seq_;
+    j.tree = &t;
+    bv_.run({&j, 1});
+    if (j.error) std::rethrow_exception(j.error);
+    TANDEM_ASSERT(j.done);
+    return std::move(j.result);
 }
 
 // ---------------------------------------------------------------- in-process generation

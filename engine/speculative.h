@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/batch_verify.h"
 #include "engine/draft_tree.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
@@ -87,26 +88,23 @@ struct verify_stats {
     double draft_seconds = 0, verify_seconds = 0;
 };
 
-// The target side: verifies trees against the target model for one sequence.
+// The target side for one sequence: a batch_verifier with a single region.
 class verifier {
    public:
     verifier(const model& target, const sampling_params& sp, int64_t capacity, size_t max_nodes = 256);
+    ~verifier();
 
-    // Prefills the prompt (all but its last token are cached; the last is pending).
+    // Sets the prompt; it is prefilled by the first verify.
     void start(const std::vector<int32_t>& prompt);
     // One target pass over the pending tokens and the tree; commits the accepted path and the target's next
     // token (which becomes pending). Returns the accepted node indices and the new token.
     acceptance verify(const draft_tree& t);
     const std::vector<int32_t>& tokens() const { return seq_.tokens; }
-    int64_t room() const { return seq_.cache.n_slots() - int64_t(seq_.tokens.size()); }
+    int64_t room() const { return bv_.seq_capacity() - int64_t(seq_.tokens.size()); }
 
    private:
-    const model& m_;
-    sampling_params sp_;
-    sampler sampler_;
-    rng rng_;
-    sequence_state seq_;
-    size_t max_nodes_;
+    batch_verifier bv_;
+    verify_sequence seq_;
 };
 
 // Drafter + verifier in one process: generate up to n tokens after a prompt.

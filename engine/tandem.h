@@ -74,6 +74,25 @@ typedef void (*tandem_progress_fn)(int64_t done, int64_t total, void* user);
 tandem_status tandem_quantize(const char* in, const char* out, const char* type, int pure, tandem_progress_fn progress,
                               void* user);
 
+/* Write a random-weight llama model of a real shape with a synthetic SentencePiece vocabulary (for benchmarks):
+ * see engine/synth.h for the weight scales, the vocabulary and the per-tensor types. `shape` names a shape
+ * (tandem_synth_shapes lists them) or is NULL/"" for a custom one; each size field > 0 overrides the shape's,
+ * 0 keeps it (n_head_kv follows an overridden n_head in a shape without grouped-query attention). A custom
+ * shape needs n_embd, n_layer, n_head, n_ff and n_vocab; n_head_kv defaults to n_head and n_ctx to 2048.
+ * A zero-initialised struct plus a shape and a type is valid. */
+typedef struct tandem_synth_params {
+    const char* shape;
+    int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    const char* type; /* "f32", "f16", "q8_0" or "q4_0" */
+    uint64_t seed;    /* the file is a pure function of (shape, type, seed) */
+} tandem_synth_params;
+/* progress (may be NULL) is called once per tensor; the file is written (atomically) after the last call. */
+tandem_status tandem_synth(const tandem_synth_params* params, const char* out_path, tandem_progress_fn progress,
+                           void* user);
+/* The named shapes, one per line: "110m: dim 768, 12 layers, 12 heads, 12 kv heads, ffn 2048, vocab 32000, ctx 1024".
+ * A static string. */
+const char* tandem_synth_shapes(void);
+
 /* ---- evaluation ---- */
 typedef struct tandem_perplexity_result {
     int64_t n_tokens;  /* scored tokens */

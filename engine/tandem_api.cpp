@@ -15,6 +15,7 @@
 #include "engine/quantize_model.h"
 #include "engine/session.h"
 #include "engine/speculative.h"
+#include "engine/synth.h"
 #include "engine/tandem.h"
 #if TANDEM_WITH_OPENCL
 #include "backends/opencl/opencl.h"
@@ -184,6 +185,45 @@ tandem_status tandem_quantize(const char* in, const char* out, const char* type,
         if (progress) cb = [&](int64_t d, int64_t n) { progress(d, n, user); };
         tandem::quantize_model(in, out, t == "q8_0" ? tandem::dtype::q8_0 : tandem::dtype::q4_0, pure != 0, cb);
     });
+}
+
+tandem_status tandem_synth(const tandem_synth_params* params, const char* out_path, tandem_progress_fn progress,
+                           void* user) {
+    return guarded([&] {
+        require(params && out_path, "tandem_synth: null argument");
+        require(params->type, "tandem_synth: no type (f32, f16, q8_0, q4_0)");
+        const std::string t = params->type;
+        tandem::dtype type;
+        if (t == "f32") {
+            type = tandem::dtype::f32;
+        } else if (t == "f16") {
+            type = tandem::dtype::f16;
+        } else if (t == "q8_0") {
+            type = tandem::dtype::q8_0;
+        } else if (t == "q4_0") {
+            type = tandem::dtype::q4_0;
+        } else {
+            throw tandem::error(TANDEM_ERR_INVALID_ARGUMENT,
+                                "tandem_synth: unknown type '" + t + "' (f32, f16, q8_0, q4_0)");
+        }
+        tandem::synth_shape o;
+        o.n_embd = params->n_embd;
+        o.n_layer = params->n_layer;
+        o.n_head = params->n_head;
+        o.n_head_kv = params->n_head_kv;
+        o.n_ff = params->n_ff;
+        o.n_vocab = params->n_vocab;
+        o.n_ctx = params->n_ctx;
+        const auto shape = tandem::synth_resolve_shape(params->shape ? params->shape : "", o);
+        std::function<void(int64_t, int64_t)> cb;
+        if (progress) cb = [&](int64_t d, int64_t n) { progress(d, n, user); };
+        tandem::synth_model(shape, type, params->seed, out_path, cb);
+    });
+}
+
+const char* tandem_synth_shapes(void) {
+    static const std::string text = tandem::synth_shapes_text();
+    return text.c_str();
 }
 
 tandem_status tandem_perplexity(const tandem_model* model, const char* text, size_t len, int32_t window,

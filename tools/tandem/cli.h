@@ -1,5 +1,5 @@
 // Shared pieces of the tandem CLI: subcommand registration and error reporting. The CLI is thin: every
-// subcommand calls only the public API in engine/tandem.h.
+// subcommand calls only the public API in engine/tandem.h, except serve and edge, which use collab/'s.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -18,6 +18,9 @@ action add_perplexity(CLI::App& app);
 action add_convert(CLI::App& app);
 action add_devices(CLI::App& app);
 action add_quantize(CLI::App& app);
+action add_synth(CLI::App& app);
+action add_serve(CLI::App& app);  // collab/: built with TANDEM_COLLAB
+action add_edge(CLI::App& app);
 
 // Throws cli_error with the API's message when status is not TANDEM_OK.
 struct cli_error {

@@ -47,6 +47,11 @@ int main(int argc, char** argv) {
     add(tandem_cli::add_convert(app));
     add(tandem_cli::add_devices(app));
     add(tandem_cli::add_quantize(app));
+    add(tandem_cli::add_synth(app));
+#ifdef TANDEM_HAVE_COLLAB
+    add(tandem_cli::add_serve(app));
+    add(tandem_cli::add_edge(app));
+#endif
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -1,0 +1,466 @@
+// The verification service; see server.h. Threading: gRPC's synchronous server runs each call on its own
+// thread; a verify stream's thread validates a request, hands it to the scheduler and blocks until the
+// batched pass that verified it is done. A session's mutex serialises its requests (and closing).
+#include "collab/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "collab/log.h"
+#include "engine/error.h"
+#include "tandem/v1/collab.grpc.pb.h"
+
+namespace tandem::collab {
+
+namespace {
+
+using grpc::Status;
+using grpc::StatusCode;
+
+std::string read_file(const std::string& path, const char* what) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw error(TANDEM_ERR_IO, std::string("cannot read the TLS ") + what + " file '" + path + "'");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::string new_session_id() {
+    static std::mutex mu;
+    static std::random_device rd;
+    std::lock_guard lock(mu);
+    char buf[33];
+    for (int i = 0; i < 4; ++i) std::snprintf(buf + 8 * i, 9, "%08x", unsigned(rd()));
+    return std::string(buf, 32);
+}
+
+// Constant-time comparison of equal-length secrets.
+bool same_secret(const std::string& a, const std::string& b) {
+    if (a.size() != b.size()) return false;
+    unsigned char d = 0;
+    for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
+    return d == 0;
+}
+
+Status status_of(const std::exception_ptr& e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const error& x) {
+        switch (x.status()) {
+            case TANDEM_ERR_INVALID_ARGUMENT: return {StatusCode::INVALID_ARGUMENT, x.what()};
+            case TANDEM_ERR_CONTEXT_FULL: return {StatusCode::OUT_OF_RANGE, x.what()};
+            default: return {StatusCode::INTERNAL, x.what()};
+        }
+    } catch (const std::exception& x) {
+        return {StatusCode::INTERNAL, x.what()};
+    }
+}
+
+struct session_entry {
+    session_entry(std::string id_, std::string owner_, const sampling_params& sp)
+        : id(std::move(id_)), owner(std::move(owner_)), seq(sp) {}
+    const std::string id, owner;
+    verify_sequence seq;
+    std::mutex mu;  // one request at a time; closing waits for it
+    bool closed = false;
+    std::chrono::steady_clock::time_point last_active = std::chrono::steady_clock::now();
+};
+
+// Latency samples for percentiles: the most recent 8192.
+class latency_window {
+   public:
+    void add(double ms) {
+        std::lock_guard lock(mu_);
+        if (v_.size() < 8192) v_.push_back(ms);
+        else v_[next_++ % v_.size()] = ms;
+    }
+    double percentile(double q) const {
+        std::lock_guard lock(mu_);
+        if (v_.empty()) return 0;
+        std::vector<double> s = v_;
+        const size_t k = std::min(s.size() - 1, size_t(q * double(s.size())));
+        std::nth_element(s.begin(), s.begin() + int64_t(k), s.end());
+        return s[k];
+    }
+
+   private:
+    mutable std::mutex mu_;
+    std::vector<double> v_;
+    size_t next_ = 0;
+};
+
+}  // namespace
+
+struct collab_server::impl final : v1::Collab::Service {
+    impl(const model& target, const server_config& c)
+        : m(target),
+          cfg(c),
+          capacity(c.seq_capacity > 0 ? c.seq_capacity : target.hparams().n_ctx_train),
+          bv(target, capacity, regions_for(target, c), std::min<size_t>(c.lim.max_tree_nodes, size_t(capacity) - 1)),
+          sched(bv, c.sched),
+          emu(c.emu) {
+        if (cfg.tokens.empty() && !cfg.allow_no_auth) {
+            throw error(TANDEM_ERR_INVALID_ARGUMENT,
+                        "no bearer token configured: pass --token (or --token-file), or --no-auth for a trusted network");
+        }
+        if (cfg.tls_cert.empty() != cfg.tls_key.empty()) {
+            throw error(TANDEM_ERR_INVALID_ARGUMENT, "TLS needs both a certificate and a key file");
+        }
+        if (cfg.lim.max_prompt_tokens == 0 || cfg.lim.max_prompt_tokens >= capacity) {
+            cfg.lim.max_prompt_tokens = uint32_t(capacity - 1);
+        }
+    }
+
+    static int32_t regions_for(const model& t, const server_config& c) {
+        if (c.kv_regions > 0) return c.kv_regions;
+        const int64_t cap = c.seq_capacity > 0 ? c.seq_capacity : t.hparams().n_ctx_train;
+        const int64_t per_slot = int64_t(t.hparams().n_layer) * 2 * t.hparams().kv_dim() * 4;
+        const int64_t n = c.kv_memory_mb * (int64_t(1) << 20) / std::max<int64_t>(cap * per_slot, 1);
+        return int32_t(std::clamp<int64_t>(n, 1, 1 << 16));
+    }
+
+    // ---- authentication and session lookup ----
+    Status authenticate(grpc::ServerContext* ctx, std::string* caller) const {
+        if (cfg.tokens.empty()) {
+            *caller = "";
+            return Status::OK;
+        }
+        const auto& md = ctx->client_metadata();
+        const auto it = md.find("authorization");
+        if (it == md.end()) return {StatusCode::UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata"};
+        const std::string v(it->second.data(), it->second.size());
+        if (v.rfind("Bearer ", 0) != 0) return {StatusCode::UNAUTHENTICATED, "authorization metadata must be 'Bearer <token>'"};
+        const std::string tok = v.substr(7);
+        for (size_t i = 0; i < cfg.tokens.size(); ++i) {
+            if (same_secret(tok, cfg.tokens[i])) {
+                *caller = "caller-" + std::to_string(i);
+                return Status::OK;
+            }
+        }
+        return {StatusCode::UNAUTHENTICATED, "invalid bearer token"};
+    }
+
+    Status find(const std::string& id, const std::string& caller, std::shared_ptr<session_entry>* out) {
+        if (!valid_session_id(id)) return {StatusCode::INVALID_ARGUMENT, "malformed session id"};
+        std::lock_guard lock(sessions_mu);
+        const auto it = sessions.find(id);
+        if (it == sessions.end()) return {StatusCode::NOT_FOUND, "no session " + id + " (closed, expired or lost in a restart): open a new one"};
+        if (!same_secret(it->second->owner, caller) || it->second->owner.size() != caller.size()) {
+            return {StatusCode::PERMISSION_DENIED, "session " + id + " belongs to another caller"};
+        }
+        *out = it->second;
+        return Status::OK;
+    }
+
+    void drop(const std::shared_ptr<session_entry>& s) {
+        {
+            std::lock_guard lock(s->mu);
+            if (s->closed) return;
+            s->closed = true;
+            sched.exclusive([&](batch_verifier& b) { b.release(s->seq); });
+        }
+        std::lock_guard lock(sessions_mu);
+        sessions.erase(s->id);
+    }
+
+    Status reject(Status st) {
+        rejected.fetch_add(1);
+        log().info("rejected: {} ({})", st.error_message(), int(st.error_code()));
+        return st;
+    }
+
+    // ---- RPCs ----
+    Status OpenSession(grpc::ServerContext* ctx, const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) override {
+        std::string caller;
+        if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        const auto& tok = m.tokenizer();
+        if (!cfg.model_id.empty() && !req->model_id().empty() && req->model_id() != cfg.model_id) {
+            return reject({StatusCode::NOT_FOUND, "this server serves model '" + cfg.model_id + "', not '" + req->model_id() + "'"});
+        }
+        if (req->tokenizer_fingerprint() != tok.fingerprint() || int64_t(req->vocab_size()) != tok.n_vocab()) {
+            char buf[320];
+            std::snprintf(buf, sizeof buf,
+                          "vocabulary mismatch: the edge's draft has %u tokens (fingerprint %016llx), the target '%s' has "
+                          "%d tokens (fingerprint %016llx); speculative decoding needs identical vocabularies",
+                          req->vocab_size(), static_cast<unsigned long long>(req->tokenizer_fingerprint()),
+                          cfg.model_id.c_str(), tok.n_vocab(), static_cast<unsigned long long>(tok.fingerprint()));
+            return reject({StatusCode::FAILED_PRECONDITION, buf});
+        }
+        std::shared_ptr<session_entry> s;
+        try {
+            check_tokens(req->prompt_tokens(), tok.n_vocab(), cfg.lim.max_prompt_tokens, "prompt_tokens");
+            if (req->prompt_tokens().empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "prompt_tokens: at least one token (BOS) is needed");
+            s = std::make_shared<session_entry>(new_session_id(), caller, sampling_from_proto(req->sampling()));
+            const std::vector<int32_t> prompt(req->prompt_tokens().begin(), req->prompt_tokens().end());
+            sched.exclusive([&](batch_verifier& b) { b.start(s->seq, prompt); });
+        } catch (...) {
+            return reject(status_of(std::current_exception()));
+        }
+        {
+            std::lock_guard lock(sessions_mu);
+            if (int64_t(sessions.size()) >= cfg.max_sessions) {
+                return reject({StatusCode::RESOURCE_EXHAUSTED, "session limit of " + std::to_string(cfg.max_sessions) + " reached"});
+            }
+            sessions[s->id] = s;
+        }
+        sessions_total.fetch_add(1);
+        resp->set_session_id(s->id);
+        resp->set_model_id(cfg.model_id);
+        resp->set_context_length(uint32_t(capacity));
+        resp->set_max_tree_nodes(uint32_t(bv.max_nodes()));
+        resp->set_max_draft_top_k(cfg.lim.max_draft_top_k);
+        resp->set_committed_position(s->seq.tokens.size());
+        return Status::OK;
+    }
+
+    Status CloseSession(grpc::ServerContext* ctx, const v1::CloseSessionRequest* req, v1::CloseSessionResponse*) override {
+        std::string caller;
+        if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        std::shared_ptr<session_entry> s;
+        if (Status st = find(req->session_id(), caller, &s); !st.ok()) return reject(st);
+        drop(s);
+        return Status::OK;
+    }
+
+    Status GetStats(grpc::ServerContext* ctx, const v1::StatsRequest*, v1::StatsResponse* resp) override {
+        std::string caller;
+        if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        *resp = snapshot();
+        return Status::OK;
+    }
+
+    Status Verify(grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) override {
+        std::string caller;
+        if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        sched.stream_opened();
+        struct closer {
+            scheduler& s;
+            ~closer() { s.stream_closed(); }
+        } close_stream{sched};
+        std::shared_ptr<session_entry> s;
+        uint64_t last_request = 0;
+        v1::VerifyRequest req;
+        while (stream->Read(&req)) {
+            const auto t0 = std::chrono::steady_clock::now();
+            if (!s) {
+                if (Status st = find(req.session_id(), caller, &s); !st.ok()) return reject(st);
+            } else if (!req.session_id().empty() && req.session_id() != s->id) {
+                return reject({StatusCode::INVALID_ARGUMENT, "a verify stream serves one session"});
+            }
+            if (req.request_id() <= last_request) {
+                return reject({StatusCode::INVALID_ARGUMENT, "request ids must increase within a stream (got " +
+                                                                 std::to_string(req.request_id()) + " after " +
+                                                                 std::to_string(last_request) + ")"});
+            }
+            last_request = req.request_id();
+            v1::VerifyResponse resp;
+            if (Status st = verify_one(*s, req, &resp); !st.ok()) return reject(st);
+            latency.add(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            emu.pass(resp.ByteSizeLong());
+            if (!stream->Write(resp)) break;
+        }
+        return Status::OK;
+    }
+
+    Status verify_one(session_entry& s, const v1::VerifyRequest& req, v1::VerifyResponse* resp) {
+        std::lock_guard lock(s.mu);
+        if (s.closed) return {StatusCode::NOT_FOUND, "session " + s.id + " is closed"};
+        s.last_active = std::chrono::steady_clock::now();
+        const int32_t V = m.tokenizer().n_vocab();
+        const bool sampling = s.seq.sp.temperature > 0.f;
+        draft_tree tree;
+        try {
+            check_tokens(req.committed_tokens(), V, cfg.lim.max_committed_tokens, "committed_tokens");
+            tree = tree_from_proto(req, V, cfg.lim, sampling);
+        } catch (...) {
+            return status_of(std::current_exception());
+        }
+        const uint64_t P = s.seq.tokens.size();
+        const uint64_t base = req.base_position(), end = base + uint64_t(req.committed_tokens_size());
+        if (base > P) {
+            return {StatusCode::OUT_OF_RANGE, "base_position " + std::to_string(base) + " is ahead of the cloud's committed position " + std::to_string(P) + ": resend from there"};
+        }
+        for (uint64_t i = base; i < std::min(end, P); ++i) {
+            if (req.committed_tokens(int(i - base)) != s.seq.tokens[i]) {
+                return {StatusCode::INVALID_ARGUMENT, "committed token at position " + std::to_string(i) + " differs from the cloud's"};
+            }
+        }
+        resp->set_request_id(req.request_id());
+        if (end < P) {  // a reply was lost: answer from what is committed, verify nothing
+            for (uint64_t i = end; i < P; ++i) resp->add_accepted_tokens(s.seq.tokens[i]);
+            resp->set_committed_position(P);
+            resp->set_resync(true);
+            return Status::OK;
+        }
+        if (end > P) {
+            const std::vector<int32_t> extra(req.committed_tokens().begin() + int64_t(P - base), req.committed_tokens().end());
+            try {
+                sched.exclusive([&](batch_verifier& b) { b.append(s.seq, extra); });
+            } catch (...) {
+                return status_of(std::current_exception());
+            }
+        }
+        verify_job job;
+        job.seq = &s.seq;
+        job.tree = &tree;
+        const uint32_t batch = sched.verify(job);
+        if (job.error) return status_of(job.error);
+        for (int32_t u : job.result.path) resp->add_accepted_nodes(u), resp->add_accepted_tokens(tree.tokens[size_t(u)]);
+        resp->add_accepted_tokens(job.result.next_token);
+        resp->set_committed_position(s.seq.tokens.size());
+        resp->set_batch_size(batch);
+        return Status::OK;
+    }
+
+    v1::StatsResponse snapshot() const {
+        v1::StatsResponse r;
+        const scheduler_stats st = sched.stats();
+        {
+            std::lock_guard lock(sessions_mu);
+            r.set_sessions_open(sessions.size());
+        }
+        r.set_sessions_total(sessions_total.load());
+        r.set_passes(st.passes);
+        r.set_multi_session_passes(st.multi_session_passes);
+        r.set_max_batch_sessions(st.max_batch_sessions);
+        r.set_mean_batch_sessions(st.passes ? double(st.batch_sessions_sum) / double(st.passes) : 0.0);
+        r.set_tokens_verified(st.tokens_verified);
+        r.set_tokens_accepted(st.tokens_accepted);
+        r.set_tokens_committed(st.tokens_committed);
+        r.set_evictions(st.evictions);
+        r.set_verify_p50_ms(latency.percentile(0.50));
+        r.set_verify_p95_ms(latency.percentile(0.95));
+        r.set_verify_p99_ms(latency.percentile(0.99));
+        r.set_requests_rejected(rejected.load());
+        return r;
+    }
+
+    // Periodic work: counters to the log, idle sessions expired.
+    void housekeeping() {
+        std::unique_lock lock(hk_mu);
+        uint64_t last_passes = 0;
+        auto last_log = std::chrono::steady_clock::now();
+        while (!hk_stop) {
+            hk_cv.wait_for(lock, std::chrono::seconds(1));
+            if (hk_stop) break;
+            const auto now = std::chrono::steady_clock::now();
+            std::vector<std::shared_ptr<session_entry>> idle;
+            {
+                std::lock_guard slock(sessions_mu);
+                for (auto& [id, s] : sessions)
+                    if (now - s->last_active > cfg.idle_timeout) idle.push_back(s);
+            }
+            for (auto& s : idle) {
+                log().info("session {} expired after {} s idle", s->id, cfg.idle_timeout.count());
+                drop(s);
+            }
+            if (cfg.stats_interval.count() > 0 && now - last_log >= cfg.stats_interval) {
+                last_log = now;
+                const auto r = snapshot();
+                if (r.passes() != last_passes) {
+                    last_passes = r.passes();
+                    log().info("stats: {} sessions open, {} passes ({} batched, mean {:.2f} sessions), {} verified, {} "
+                               "accepted, {} committed, verify p50/p95/p99 {:.2f}/{:.2f}/{:.2f} ms, {} evictions, {} rejected",
+                               r.sessions_open(), r.passes(), r.multi_session_passes(), r.mean_batch_sessions(),
+                               r.tokens_verified(), r.tokens_accepted(), r.tokens_committed(), r.verify_p50_ms(),
+                               r.verify_p95_ms(), r.verify_p99_ms(), r.evictions(), r.requests_rejected());
+                }
+            }
+        }
+    }
+
+    const model& m;
+    server_config cfg;
+    int64_t capacity;
+    batch_verifier bv;
+    scheduler sched;
+    net_emu emu;
+    mutable std::mutex sessions_mu;
+    std::map<std::string, std::shared_ptr<session_entry>> sessions;
+    std::atomic<uint64_t> sessions_total{0}, rejected{0};
+    latency_window latency;
+    std::unique_ptr<grpc::Server> server;
+    int bound_port = 0;
+    std::mutex hk_mu;
+    std::condition_variable hk_cv;
+    bool hk_stop = false;
+    std::thread hk;
+    std::mutex stop_mu;
+    std::condition_variable stop_cv;
+    bool stopped = false;
+};
+
+collab_server::collab_server(const model& target, const server_config& cfg) : p_(std::make_unique<impl>(target, cfg)) {}
+
+collab_server::~collab_server() { shutdown(std::chrono::milliseconds(2000)); }
+
+void collab_server::start() {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder b;
+    std::shared_ptr<grpc::ServerCredentials> creds;
+    if (!p_->cfg.tls_cert.empty()) {
+        grpc::SslServerCredentialsOptions o;
+        o.pem_key_cert_pairs.push_back({read_file(p_->cfg.tls_key, "key"), read_file(p_->cfg.tls_cert, "certificate")});
+        creds = grpc::SslServerCredentials(o);
+    } else {
+        creds = grpc::InsecureServerCredentials();
+    }
+    b.AddListeningPort(p_->cfg.address, creds, &p_->bound_port);
+    b.RegisterService(p_.get());
+    b.SetMaxReceiveMessageSize(p_->cfg.max_message_bytes);
+    b.SetMaxSendMessageSize(p_->cfg.max_message_bytes);
+    p_->server = b.BuildAndStart();
+    if (!p_->server || p_->bound_port == 0) {
+        p_->server.reset();
+        throw error(TANDEM_ERR_IO, "cannot listen on " + p_->cfg.address + " (address in use or invalid?)");
+    }
+    p_->server->GetHealthCheckService()->SetServingStatus("tandem.v1.Collab", true);
+    p_->hk = std::thread([this] { p_->housekeeping(); });
+    log().info("serving model '{}' on {} ({}, {}), {} KV regions of {} tokens, trees up to {} nodes, batch wait {} us, "
+               "token budget {}",
+               p_->cfg.model_id, p_->cfg.address.substr(0, p_->cfg.address.rfind(':') + 1) + std::to_string(p_->bound_port),
+               p_->cfg.tls_cert.empty() ? "plaintext" : "TLS", p_->cfg.tokens.empty() ? "no auth" : "bearer token",
+               p_->bv.n_regions(), p_->capacity, p_->bv.max_nodes(), p_->cfg.sched.max_wait.count(),
+               p_->cfg.sched.token_budget);
+}
+
+int collab_server::port() const { return p_->bound_port; }
+
+void collab_server::wait() {
+    std::unique_lock lock(p_->stop_mu);
+    p_->stop_cv.wait(lock, [&] { return p_->stopped; });
+}
+
+void collab_server::shutdown(std::chrono::milliseconds grace) {
+    {
+        std::lock_guard lock(p_->stop_mu);
+        if (p_->stopped) return;
+        p_->stopped = true;
+    }
+    if (p_->server) {
+        p_->server->GetHealthCheckService()->SetServingStatus(false);
+        p_->server->Shutdown(std::chrono::system_clock::now() + grace);
+    }
+    {
+        std::lock_guard lock(p_->hk_mu);
+        p_->hk_stop = true;
+    }
+    p_->hk_cv.notify_all();
+    if (p_->hk.joinable()) p_->hk.join();
+    p_->stop_cv.notify_all();
+    if (p_->server) log().info("server stopped");
+}
+
+v1::StatsResponse collab_server::stats() const { return p_->snapshot(); }
+
+int32_t collab_server::kv_regions() const { return p_->bv.n_regions(); }
+
+}  // namespace tandem::collab

@@ -1,0 +1,61 @@
+// The cloud side: a gRPC verification service (tandem.v1.Collab) over one target model. Many edges open
+// sessions; their verify requests are batched by the scheduler into single target passes over a pooled KV
+// cache (engine/batch_verify.h). Every RPC checks the bearer token; a session belongs to the caller that
+// opened it; every size and index from the network is validated (collab/messages.h).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collab/messages.h"
+#include "collab/net_emu.h"
+#include "collab/scheduler.h"
+#include "engine/model.h"
+
+namespace tandem::collab {
+
+struct server_config {
+    std::string address = "127.0.0.1:50051";  // port 0 picks a free port (see collab_server::port)
+    std::string model_id;                     // name reported to edges; defaults to the model file's stem
+    std::vector<std::string> tokens;          // accepted bearer tokens, one per caller
+    bool allow_no_auth = false;               // with no tokens: accept unauthenticated calls (loopback demos)
+    std::string tls_cert, tls_key;            // PEM files; both empty = plaintext
+    limits lim;
+    scheduler_config sched;
+    int64_t seq_capacity = 0;                 // KV slots per session; 0 = the model's context length
+    int64_t kv_memory_mb = 256;               // KV pool size; sessions beyond it are evicted LRU and rebuilt
+    int32_t kv_regions = 0;                   // sessions resident at once; 0 = as many as kv_memory_mb holds
+    int32_t max_sessions = 1024;              // open sessions (idle ones expire after idle_timeout)
+    std::chrono::seconds idle_timeout{600};
+    std::chrono::seconds stats_interval{10};  // periodic counters in the log; 0 = off
+    int32_t max_message_bytes = 1 << 20;
+    net_emu_config emu;                       // delay added to every reply (tests, benchmarks)
+};
+
+class collab_server {
+   public:
+    // Throws tandem::error naming the problem (TLS files unreadable, no token without allow_no_auth).
+    collab_server(const model& target, const server_config& cfg);
+    ~collab_server();  // shutdown()
+    collab_server(const collab_server&) = delete;
+    collab_server& operator=(const collab_server&) = delete;
+
+    // Binds and starts serving; throws tandem::error if the address cannot be bound.
+    void start();
+    int port() const;
+    // Blocks until shutdown() is called (from another thread or a signal handler's helper thread).
+    void wait();
+    // Stops accepting calls, lets in-flight calls finish within `grace`, then cancels the rest.
+    void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+    v1::StatsResponse stats() const;
+    int32_t kv_regions() const;
+
+    struct impl;
+
+   private:
+    std::unique_ptr<impl> p_;
+};
+
+}  // namespace tandem::collab

@@ -1,0 +1,109 @@
+// `tandem serve`: the cloud's batch verification service over one target model.
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "collab/server.h"
+#include "engine/error.h"
+#include "tools/tandem/cli.h"
+#include "tools/tandem/collab_cli.h"
+
+namespace tandem_cli {
+
+namespace {
+
+struct serve_options {
+    std::string model = default_model();
+    std::string backend = "cpu";
+    int threads = 0;
+    tandem::collab::server_config cfg;
+    std::string token_file;
+    int wait_us = 2000;
+    int stats_s = 10;
+    int idle_s = 600;
+};
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+int run(serve_options o) {
+    if (!o.token_file.empty()) {
+        std::ifstream f(o.token_file);
+        if (!f) throw cli_error{"cannot read the token file '" + o.token_file + "'"};
+        for (std::string line; std::getline(f, line);)
+            if (!line.empty() && line[0] != '#') o.cfg.tokens.push_back(line);
+        if (o.cfg.tokens.empty()) throw cli_error{"the token file '" + o.token_file + "' holds no token"};
+    }
+    if (const char* env = std::getenv("TANDEM_TOKEN"); env && *env && o.cfg.tokens.empty()) o.cfg.tokens.push_back(env);
+    o.cfg.sched.max_wait = std::chrono::microseconds(o.wait_us);
+    o.cfg.stats_interval = std::chrono::seconds(o.stats_s);
+    o.cfg.idle_timeout = std::chrono::seconds(o.idle_s);
+    try {
+        auto target = load_model(o.model, o.backend, o.threads);
+        if (o.cfg.model_id.empty()) o.cfg.model_id = model_stem(o.model);
+        tandem::collab::collab_server server(*target, o.cfg);
+        server.start();
+        std::fprintf(stderr, "tandem serve: listening on port %d; Ctrl-C stops after in-flight passes\n", server.port());
+        std::signal(SIGINT, on_signal);
+        std::signal(SIGTERM, on_signal);
+        std::thread waiter([&] {
+            while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            std::fprintf(stderr, "tandem serve: signal %d, shutting down\n", g_signal.load());
+            server.shutdown(std::chrono::milliseconds(5000));
+        });
+        server.wait();
+        g_signal.store(g_signal.load() ? g_signal.load() : -1);
+        waiter.join();
+        const auto st = server.stats();
+        std::fprintf(stderr, "tandem serve: %llu sessions, %llu passes (%llu with several sessions), %llu tokens committed\n",
+                     static_cast<unsigned long long>(st.sessions_total()), static_cast<unsigned long long>(st.passes()),
+                     static_cast<unsigned long long>(st.multi_session_passes()),
+                     static_cast<unsigned long long>(st.tokens_committed()));
+    } catch (const tandem::error& e) {
+        throw cli_error{e.what()};
+    }
+    return 0;
+}
+
+}  // namespace
+
+action add_serve(CLI::App& app) {
+    auto o = std::make_shared<serve_options>();
+    auto* cmd = app.add_subcommand(
+        "serve", "Cloud side: serve a target model to edges over gRPC (tandem.v1.Collab). Verify requests from all "
+                 "sessions are batched into single target passes. Needs --token/--token-file (or --no-auth).");
+    cmd->add_option("-m,--model", o->model, "Target GGUF model")->capture_default_str();
+    add_backend_options(cmd, o->backend, o->threads);
+    auto& c = o->cfg;
+    cmd->add_option("--listen", c.address, "Address to listen on (HOST:PORT; port 0 = any free port)")->capture_default_str();
+    cmd->add_option("--model-id", c.model_id, "Model name reported to edges (default: the file name)");
+    auto* sec = "Security";
+    cmd->add_option("--token", c.tokens, "Accepted bearer token (repeatable; env TANDEM_TOKEN)")->group(sec);
+    cmd->add_option("--token-file", o->token_file, "File with one accepted token per line")->group(sec);
+    cmd->add_flag("--no-auth", c.allow_no_auth, "Accept calls without a token (trusted networks only)")->group(sec);
+    cmd->add_option("--tls-cert", c.tls_cert, "PEM certificate chain: serve TLS")->group(sec);
+    cmd->add_option("--tls-key", c.tls_key, "PEM private key for --tls-cert")->group(sec);
+    auto* lim = "Limits";
+    cmd->add_option("--ctx", c.seq_capacity, "KV slots per session (0 = the model's context length)")
+        ->capture_default_str()->check(CLI::NonNegativeNumber)->group(lim);
+    cmd->add_option("--kv-memory-mb", c.kv_memory_mb, "KV cache pool; least recently used sessions are evicted "
+                                                      "and rebuilt on their next request")
+        ->capture_default_str()->check(CLI::PositiveNumber)->group(lim);
+    cmd->add_option("--max-sessions", c.max_sessions, "Open sessions at most")->capture_default_str()->check(CLI::PositiveNumber)->group(lim);
+    cmd->add_option("--max-tree", c.lim.max_tree_nodes, "Draft nodes per verify request")->capture_default_str()->check(CLI::Range(1, 1024))->group(lim);
+    cmd->add_option("--max-draft-top-k", c.lim.max_draft_top_k, "Entries per draft distribution (sampling)")->capture_default_str()->check(CLI::Range(1, 1024))->group(lim);
+    cmd->add_option("--max-prompt", c.lim.max_prompt_tokens, "Prompt tokens per session (0 = context - 1)")->capture_default_str()->group(lim);
+    cmd->add_option("--max-message-bytes", c.max_message_bytes, "Largest gRPC message accepted")->capture_default_str()->check(CLI::Range(1024, 64 << 20))->group(lim);
+    cmd->add_option("--idle-timeout", o->idle_s, "Seconds before an idle session is closed")->capture_default_str()->check(CLI::PositiveNumber)->group(lim);
+    auto* bat = "Batching";
+    cmd->add_option("--batch-wait-us", o->wait_us, "Wait at most this long to fill a batch")->capture_default_str()->check(CLI::Range(0, 1000000))->group(bat);
+    cmd->add_option("--token-budget", c.sched.token_budget, "Rows per target pass")->capture_default_str()->check(CLI::Range(1, 1 << 16))->group(bat);
+    cmd->add_option("--max-batch", c.sched.max_batch_sessions, "Sessions per target pass")->capture_default_str()->check(CLI::Range(1, 4096))->group(bat);
+    cmd->add_option("--stats-interval", o->stats_s, "Seconds between counter lines in the log (0 = off)")->capture_default_str()->group(bat);
+    add_emulator_options(cmd, c.emu);
+    return [o] { return run(*o); };
+}
+
+}  // namespace tandem_cli

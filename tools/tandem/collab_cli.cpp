@@ -1,0 +1,32 @@
+#include "tools/tandem/collab_cli.h"
+
+#include "backends/backend.h"
+#include "engine/error.h"
+#include "tools/tandem/cli.h"
+
+namespace tandem_cli {
+
+std::unique_ptr<tandem::model> load_model(const std::string& path, const std::string& backend, int threads) {
+    try {
+        auto be = tandem::make_backend(backend);
+        if (threads > 0) be->set_threads(threads);
+        return tandem::model::load(path, std::move(be));
+    } catch (const tandem::error& e) {
+        throw cli_error{"loading " + path + ": " + e.what()};
+    }
+}
+
+std::string model_stem(const std::string& path) {
+    std::string s = path.substr(path.find_last_of('/') + 1);
+    if (const auto dot = s.rfind('.'); dot != std::string::npos && dot > 0) s.resize(dot);
+    return s;
+}
+
+void add_emulator_options(CLI::App* cmd, tandem::collab::net_emu_config& emu) {
+    auto* g = "Network emulation (edge: both directions of its link; serve: its replies)";
+    cmd->add_option("--delay-ms", emu.delay_ms, "Fixed one-way delay")->capture_default_str()->check(CLI::Range(0.0, 60000.0))->group(g);
+    cmd->add_option("--jitter-ms", emu.jitter_ms, "Extra uniform random delay")->capture_default_str()->check(CLI::Range(0.0, 60000.0))->group(g);
+    cmd->add_option("--bandwidth-mbps", emu.bandwidth_mbps, "Bandwidth cap (0 = none)")->capture_default_str()->check(CLI::NonNegativeNumber)->group(g);
+}
+
+}  // namespace tandem_cli
