@@ -90,7 +90,63 @@ v1::StatsResponse cloud_link::stats() {
     return resp;
 }
 
+void cloud_link::arm() {
+    {
+        std::lock_guard lock(wd_mu_);
+        wd_deadline_ = std::chrono::steady_clock::now() + cfg_.timeout;
+        wd_armed_ = true;
+        wd_fired_ = false;
+    }
+    wd_cv_.notify_all();
+}
+
+bool cloud_link::disarm() {
+    std::lock_guard lock(wd_mu_);
+    const bool fired = wd_fired_;
+    wd_armed_ = wd_fired_ = false;
+    return fired;
+}
+
+v1::ForwardResponse cloud_link::forward(const v1::ForwardRequest& req) {
+    if (!fwd_stream_) {
+        auto ctx = context(std::chrono::milliseconds(0));
+        fwd_stream_ = stub_->Forward(ctx.get());
+        std::lock_guard lock(wd_mu_);
+        fwd_ctx_ = std::move(ctx);
+    }
+    up_.pass(req.ByteSizeLong());
+    counters_.bytes_sent += req.ByteSizeLong();
+    const auto t0 = std::chrono::steady_clock::now();
+    arm();
+    v1::ForwardResponse resp;
+    if (!fwd_stream_->Write(req) || !fwd_stream_->Read(&resp)) {
+        grpc::Status st = fwd_stream_->Finish();
+        fwd_stream_.reset();
+        const bool fired = disarm();
+        {
+            std::lock_guard lock(wd_mu_);
+            fwd_ctx_.reset();
+        }
+        if (fired) throw link_error(grpc::StatusCode::DEADLINE_EXCEEDED, "forward: no reply within " + std::to_string(cfg_.timeout.count()) + " ms");
+        if (st.ok()) st = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server ended the stream");
+        throw from_status(st, "forward");
+    }
+    disarm();
+    down_.pass(resp.ByteSizeLong());
+    counters_.bytes_received += resp.ByteSizeLong();
+    counters_.round_trips += 1;
+    counters_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return resp;
+}
+
 void cloud_link::reset_stream() {
+    if (fwd_stream_) {
+        fwd_ctx_->TryCancel();
+        (void)fwd_stream_->Finish();
+        fwd_stream_.reset();
+        std::lock_guard lock(wd_mu_);
+        fwd_ctx_.reset();
+    }
     if (!stream_) return;
     stream_ctx_->TryCancel();
     (void)stream_->Finish();
@@ -124,13 +180,7 @@ void cloud_link::send(const v1::VerifyRequest& req) {
     }
     up_.pass(req.ByteSizeLong());
     counters_.bytes_sent += req.ByteSizeLong();
-    {
-        std::lock_guard lock(wd_mu_);
-        wd_deadline_ = std::chrono::steady_clock::now() + cfg_.timeout;
-        wd_armed_ = true;
-        wd_fired_ = false;
-    }
-    wd_cv_.notify_all();
+    arm();
     if (!stream_->Write(req)) fail_stream();
 }
 
@@ -139,10 +189,7 @@ v1::VerifyResponse cloud_link::receive() {
     const auto t0 = std::chrono::steady_clock::now();
     v1::VerifyResponse resp;
     if (!stream_->Read(&resp)) fail_stream();
-    {
-        std::lock_guard lock(wd_mu_);
-        wd_armed_ = false;
-    }
+    disarm();
     down_.pass(resp.ByteSizeLong());
     counters_.bytes_received += resp.ByteSizeLong();
     counters_.round_trips += 1;
@@ -162,6 +209,7 @@ void cloud_link::watchdog() {
             wd_armed_ = false;
             wd_fired_ = true;
             if (stream_ctx_) stream_ctx_->TryCancel();
+            if (fwd_ctx_) fwd_ctx_->TryCancel();
         }
     }
 }

@@ -64,7 +64,9 @@ class cloud_link {
     // Split in two so the edge can draft while the cloud verifies: send, then receive.
     void send(const v1::VerifyRequest& req);
     v1::VerifyResponse receive();
-    // Drops the stream (after an error, or to start over with a new session).
+    // One layer-split exchange on the session's Forward stream; throws link_error.
+    v1::ForwardResponse forward(const v1::ForwardRequest& req);
+    // Drops the streams (after an error, or to start over with a new session).
     void reset_stream();
     const link_counters& counters() const { return counters_; }
     const link_config& config() const { return cfg_; }
@@ -72,6 +74,8 @@ class cloud_link {
    private:
     std::unique_ptr<grpc::ClientContext> context(std::chrono::milliseconds timeout) const;
     [[noreturn]] void fail_stream();
+    void arm();
+    bool disarm();  // true if the watchdog fired
     void watchdog();
 
     link_config cfg_;
@@ -79,6 +83,8 @@ class cloud_link {
     std::unique_ptr<v1::Collab::Stub> stub_;
     std::unique_ptr<grpc::ClientContext> stream_ctx_;
     std::unique_ptr<grpc::ClientReaderWriter<v1::VerifyRequest, v1::VerifyResponse>> stream_;
+    std::unique_ptr<grpc::ClientContext> fwd_ctx_;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::ForwardRequest, v1::ForwardResponse>> fwd_stream_;
     net_emu up_, down_;
     link_counters counters_;
     // Watchdog: cancels the stream when a reply is overdue.

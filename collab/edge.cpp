@@ -21,7 +21,8 @@ edge_mode parse_edge_mode(const std::string& s) {
     if (s == "cloud") return edge_mode::cloud;
     if (s == "local") return edge_mode::local;
     if (s == "route") return edge_mode::route;
-    throw error(TANDEM_ERR_INVALID_ARGUMENT, "unknown edge mode '" + s + "' (spec, cloud, local, route)");
+    if (s == "split") return edge_mode::split;
+    throw error(TANDEM_ERR_INVALID_ARGUMENT, "unknown edge mode '" + s + "' (spec, cloud, local, route, split)");
 }
 
 const char* edge_mode_name(edge_mode m) {
@@ -30,6 +31,7 @@ const char* edge_mode_name(edge_mode m) {
         case edge_mode::cloud: return "cloud";
         case edge_mode::local: return "local";
         case edge_mode::route: return "route";
+        case edge_mode::split: return "split";
     }
     return "?";
 }
@@ -60,7 +62,14 @@ struct edge_session::state {
 
 edge_session::edge_session(const model& draft, const edge_config& cfg) : draft_(draft), cfg_(cfg) {
     const int64_t cap = cfg.ctx > 0 ? cfg.ctx : draft.hparams().n_ctx_train;
-    drafter_ = std::make_unique<drafter>(draft, cfg.draft, cfg.sampling, cap);
+    if (cfg.mode == edge_mode::split) {
+        if (cfg.split_layer < 1 || cfg.split_layer >= draft.hparams().n_layer) {
+            throw error(TANDEM_ERR_INVALID_ARGUMENT, "--split-layer must be in [1, " + std::to_string(draft.hparams().n_layer - 1) +
+                                                         "] for a model of " + std::to_string(draft.hparams().n_layer) + " layers");
+        }
+    } else {
+        drafter_ = std::make_unique<drafter>(draft, cfg.draft, cfg.sampling, cap);
+    }
     if (cfg.mode != edge_mode::local) link_ = std::make_unique<cloud_link>(cfg.link);
     if (cfg.route_threshold < 0.f || cfg.route_threshold > 1.f) {
         throw error(TANDEM_ERR_INVALID_ARGUMENT, "the routing threshold is a probability in [0, 1]");
@@ -68,6 +77,11 @@ edge_session::edge_session(const model& draft, const edge_config& cfg) : draft_(
 }
 
 edge_session::~edge_session() = default;
+
+double edge_stats::bytes_per_token() const {
+    const uint64_t n = verified_tokens + unverified_tokens;
+    return n ? double(bytes_sent + bytes_received) / double(n) : 0.0;
+}
 
 bool edge_session::try_open(state& s) {
     v1::OpenSessionRequest req;
@@ -193,6 +207,7 @@ edge_session::round_result edge_session::round(state& s) {
 edge_result edge_session::generate(const std::vector<int32_t>& prompt, int32_t n,
                                    const std::function<void(const edge_event&)>& on_event) {
     if (prompt.empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "the prompt needs at least one token (BOS)");
+    if (cfg_.mode == edge_mode::split) return generate_split(prompt, n, on_event);
     state s;
     s.prompt_len = prompt.size();
     s.n = n;

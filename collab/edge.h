@@ -4,7 +4,10 @@
 // target's; sampled output distributed as the target's); `cloud` sends empty trees (one round trip per
 // token: the baseline that speculation beats); `local` runs the draft alone; `route` emits tokens the draft
 // is confident about (top-1 probability >= threshold) without verification and verifies the rest (lossy,
-// opt-in; every token says whether it was verified).
+// opt-in; every token says whether it was verified); `split` runs the embedding and the first split_layer
+// layers of the TARGET on the edge and sends hidden states (F16, or int8 with a per-token scale) to the cloud,
+// which runs the rest and returns the next token (one round trip per token; no local fallback: without the
+// cloud's layers there is no output).
 //
 // Outages: when the cloud cannot be reached, the edge goes on with the draft alone, marks those tokens
 // unverified, retries with exponential back-off and, once the cloud is back, re-verifies the unverified
@@ -24,7 +27,7 @@
 
 namespace tandem::collab {
 
-enum class edge_mode { spec, cloud, local, route };
+enum class edge_mode { spec, cloud, local, route, split };
 edge_mode parse_edge_mode(const std::string& s);  // throws tandem::error naming the modes
 const char* edge_mode_name(edge_mode m);
 
@@ -37,6 +40,8 @@ struct edge_config {
     sampling_params sampling{0.f, 0, 1.f, 0.f, 1.f, 64, 0};  // greedy by default
     int64_t ctx = 0;                  // draft KV capacity; 0 = the draft model's context length
     float route_threshold = 0.9f;
+    int32_t split_layer = 0;          // split: layers [0, split_layer) run on the edge
+    bool split_int8 = false;          // split: int8 hidden states instead of F16
     bool ignore_eos = false;          // otherwise stop after EOS (or BOS, which llama2.c models emit between stories)
     std::chrono::milliseconds backoff_initial{100}, backoff_max{4000};
 };
@@ -58,6 +63,7 @@ struct edge_stats {
     uint64_t unverified_tokens = 0;  // output tokens still unverified at the end
     uint64_t routed_tokens = 0;   // route mode: tokens committed without verification
     uint64_t retracted = 0;       // unverified tokens replaced after the cloud came back
+    double bytes_per_token() const;
     uint64_t outages = 0, reconnects = 0;
     uint64_t bytes_sent = 0, bytes_received = 0;
     double seconds = 0, draft_seconds = 0, wait_seconds = 0;
@@ -76,7 +82,7 @@ class edge_session {
     edge_session(const model& draft, const edge_config& cfg);
     ~edge_session();
 
-    // Generates up to n tokens after `prompt` (stops after an end-of-sequence token, see ignore_eos). on_event, if given, sees
+    // Generates up to n tokens after `prompt`. In split mode the model given to the constructor is the target. (stops after an end-of-sequence token, see ignore_eos). on_event, if given, sees
     // every change to the output as it happens. Throws link_error when the server refuses the session for a
     // reason retrying cannot fix (authentication, vocabulary mismatch, invalid request).
     edge_result generate(const std::vector<int32_t>& prompt, int32_t n,
@@ -88,6 +94,8 @@ class edge_session {
     enum class round_result { ok, unreachable, session_lost };
     round_result round(state& s);  // one verify round trip
     void local_step(state& s);
+    edge_result generate_split(const std::vector<int32_t>& prompt, int32_t n,
+                               const std::function<void(const edge_event&)>& on_event);
 
     const model& draft_;
     edge_config cfg_;

@@ -1,10 +1,12 @@
 // Conversions and validation of protocol messages; see messages.h.
 #include "collab/messages.h"
 
+#include <algorithm>
 #include <cmath>
 #include <unordered_set>
 
 #include "engine/error.h"
+#include "engine/types.h"
 
 namespace tandem::collab {
 
@@ -120,6 +122,61 @@ void check_tokens(const google::protobuf::RepeatedField<int32_t>& tokens, int32_
     }
     for (int32_t t : tokens)
         if (t < 0 || t >= n_vocab) bad(std::string(what) + ": token " + std::to_string(t) + " is not in [0, " + std::to_string(n_vocab) + ")");
+}
+
+void encode_hidden(const std::vector<float>& rows, int64_t dim, v1::HiddenEncoding enc, v1::ForwardRequest* r) {
+    const int64_t n = int64_t(rows.size()) / dim;
+    r->set_n_tokens(uint32_t(n));
+    r->set_encoding(enc);
+    r->clear_scales();
+    std::string& out = *r->mutable_hidden();
+    if (enc == v1::HIDDEN_F16) {
+        out.resize(size_t(n * dim) * 2);
+        for (size_t i = 0; i < size_t(n * dim); ++i) {
+            const uint16_t h = fp32_to_fp16(rows[i]);
+            out[2 * i] = char(h & 0xff);
+            out[2 * i + 1] = char(h >> 8);
+        }
+        return;
+    }
+    out.resize(size_t(n * dim));
+    for (int64_t t = 0; t < n; ++t) {
+        float amax = 0.f;
+        for (int64_t j = 0; j < dim; ++j) amax = std::max(amax, std::fabs(rows[size_t(t * dim + j)]));
+        const float scale = amax > 0.f ? amax / 127.f : 1.f;
+        r->add_scales(scale);
+        for (int64_t j = 0; j < dim; ++j) {
+            const long q = std::lround(rows[size_t(t * dim + j)] / scale);
+            out[size_t(t * dim + j)] = char(int8_t(std::clamp<long>(q, -127, 127)));
+        }
+    }
+}
+
+std::vector<float> decode_hidden(const v1::ForwardRequest& r, int64_t dim) {
+    const size_t n = r.n_tokens();
+    if (n == 0) bad("n_tokens must be at least 1");
+    const size_t width = r.encoding() == v1::HIDDEN_F16 ? 2 : r.encoding() == v1::HIDDEN_INT8 ? 1 : 0;
+    if (width == 0) bad("unknown hidden-state encoding " + std::to_string(int(r.encoding())));
+    if (r.hidden().size() != n * size_t(dim) * width) {
+        bad("hidden: " + std::to_string(r.hidden().size()) + " bytes for " + std::to_string(n) + " rows of " +
+            std::to_string(dim) + " values (expected " + std::to_string(n * size_t(dim) * width) + ")");
+    }
+    std::vector<float> out(n * size_t(dim));
+    const auto* b = reinterpret_cast<const uint8_t*>(r.hidden().data());
+    if (width == 2) {
+        if (r.scales_size() != 0) bad("scales are only sent with INT8 hidden states");
+        for (size_t i = 0; i < out.size(); ++i) out[i] = fp16_to_fp32(uint16_t(b[2 * i] | (b[2 * i + 1] << 8)));
+    } else {
+        if (size_t(r.scales_size()) != n) bad("INT8 hidden states need one scale per row (" + std::to_string(n) + "), got " + std::to_string(r.scales_size()));
+        for (size_t t = 0; t < n; ++t) {
+            const float s = r.scales(int(t));
+            if (!std::isfinite(s) || s < 0.f) bad("scale of row " + std::to_string(t) + " is not a finite non-negative number");
+            for (size_t j = 0; j < size_t(dim); ++j) out[t * size_t(dim) + j] = float(int8_t(b[t * size_t(dim) + j])) * s;
+        }
+    }
+    for (float v : out)
+        if (!std::isfinite(v)) bad("hidden states must be finite");
+    return out;
 }
 
 bool valid_session_id(const std::string& id) {

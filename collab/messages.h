@@ -32,6 +32,11 @@ void tree_to_proto(const draft_tree& t, bool sampling, v1::VerifyRequest* r);
 void check_tokens(const google::protobuf::RepeatedField<int32_t>& tokens, int32_t n_vocab, size_t max_count,
                   const char* what);
 
+// Layer split: n rows of dim floats <-> ForwardRequest.hidden (+ scales). INT8 uses one scale per row,
+// max|x| / 127, values rounded to nearest. decode_hidden validates sizes, scales and finiteness.
+void encode_hidden(const std::vector<float>& rows, int64_t dim, v1::HiddenEncoding enc, v1::ForwardRequest* r);
+std::vector<float> decode_hidden(const v1::ForwardRequest& r, int64_t dim);
+
 // Session ids are 32 lowercase hex digits (128 random bits).
 bool valid_session_id(const std::string& id);
 

@@ -64,11 +64,24 @@ Status status_of(const std::exception_ptr& e) {
     }
 }
 
+// A layer-split session's cloud half: its own KV cache, layers [K, n_layer) and the head.
+struct split_state {
+    split_state(const model& m, int64_t capacity, int32_t k, const sampling_params& sp)
+        : cache(m, capacity), fwd(m, cache), smp(sp) {
+        fwd.set_layers(k, 0);
+    }
+    kv_cache cache;
+    forward_pass fwd;
+    sampler smp;
+    uint64_t pos = 0;
+};
+
 struct session_entry {
     session_entry(std::string id_, std::string owner_, const sampling_params& sp)
         : id(std::move(id_)), owner(std::move(owner_)), seq(sp) {}
     const std::string id, owner;
     verify_sequence seq;
+    std::unique_ptr<split_state> split;  // layer-split sessions only
     std::mutex mu;  // one request at a time; closing waits for it
     bool closed = false;
     std::chrono::steady_clock::time_point last_active = std::chrono::steady_clock::now();
@@ -197,10 +210,19 @@ struct collab_server::impl final : v1::Collab::Service {
         std::shared_ptr<session_entry> s;
         try {
             check_tokens(req->prompt_tokens(), tok.n_vocab(), cfg.lim.max_prompt_tokens, "prompt_tokens");
-            if (req->prompt_tokens().empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "prompt_tokens: at least one token (BOS) is needed");
             s = std::make_shared<session_entry>(new_session_id(), caller, sampling_from_proto(req->sampling()));
-            const std::vector<int32_t> prompt(req->prompt_tokens().begin(), req->prompt_tokens().end());
-            sched.exclusive([&](batch_verifier& b) { b.start(s->seq, prompt); });
+            if (req->split_layer() > 0) {
+                if (int64_t(req->split_layer()) >= m.hparams().n_layer) {
+                    throw error(TANDEM_ERR_INVALID_ARGUMENT, "split_layer " + std::to_string(req->split_layer()) +
+                                                                 " must be in [1, " + std::to_string(m.hparams().n_layer - 1) + "]");
+                }
+                if (!req->prompt_tokens().empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "a layer-split session takes no prompt tokens (send hidden states)");
+                s->split = std::make_unique<split_state>(m, capacity, int32_t(req->split_layer()), s->seq.sp);
+            } else {
+                if (req->prompt_tokens().empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "prompt_tokens: at least one token (BOS) is needed");
+                const std::vector<int32_t> prompt(req->prompt_tokens().begin(), req->prompt_tokens().end());
+                sched.exclusive([&](batch_verifier& b) { b.start(s->seq, prompt); });
+            }
         } catch (...) {
             return reject(status_of(std::current_exception()));
         }
@@ -217,7 +239,8 @@ struct collab_server::impl final : v1::Collab::Service {
         resp->set_context_length(uint32_t(capacity));
         resp->set_max_tree_nodes(uint32_t(bv.max_nodes()));
         resp->set_max_draft_top_k(cfg.lim.max_draft_top_k);
-        resp->set_committed_position(s->seq.tokens.size());
+        resp->set_committed_position(s->split ? 0 : s->seq.tokens.size());
+        resp->set_n_embd(uint32_t(m.hparams().n_embd));
         return Status::OK;
     }
 
@@ -270,9 +293,82 @@ struct collab_server::impl final : v1::Collab::Service {
         return Status::OK;
     }
 
+    Status Forward(grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) override {
+        std::string caller;
+        if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        std::shared_ptr<session_entry> s;
+        uint64_t last_request = 0;
+        v1::ForwardRequest req;
+        while (stream->Read(&req)) {
+            const auto t0 = std::chrono::steady_clock::now();
+            if (!s) {
+                if (Status st = find(req.session_id(), caller, &s); !st.ok()) return reject(st);
+            } else if (!req.session_id().empty() && req.session_id() != s->id) {
+                return reject({StatusCode::INVALID_ARGUMENT, "a forward stream serves one session"});
+            }
+            if (req.request_id() <= last_request) {
+                return reject({StatusCode::INVALID_ARGUMENT, "request ids must increase within a stream"});
+            }
+            last_request = req.request_id();
+            v1::ForwardResponse resp;
+            if (Status st = forward_one(*s, req, &resp); !st.ok()) return reject(st);
+            latency.add(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            emu.pass(resp.ByteSizeLong());
+            if (!stream->Write(resp)) break;
+        }
+        return Status::OK;
+    }
+
+    Status forward_one(session_entry& s, const v1::ForwardRequest& req, v1::ForwardResponse* resp) {
+        std::lock_guard lock(s.mu);
+        if (s.closed) return {StatusCode::NOT_FOUND, "session " + s.id + " is closed"};
+        if (!s.split) return {StatusCode::FAILED_PRECONDITION, "session " + s.id + " is a token-level session: use Verify"};
+        s.last_active = std::chrono::steady_clock::now();
+        split_state& sp = *s.split;
+        if (req.base_position() != sp.pos) {
+            return {StatusCode::OUT_OF_RANGE, "base_position " + std::to_string(req.base_position()) +
+                                                  " is not the cloud's position " + std::to_string(sp.pos)};
+        }
+        if (req.n_tokens() > cfg.lim.max_prompt_tokens || sp.pos + req.n_tokens() >= uint64_t(capacity)) {
+            return {StatusCode::OUT_OF_RANGE, std::to_string(req.n_tokens()) + " rows at position " + std::to_string(sp.pos) +
+                                                  " exceed the limits (prompt " + std::to_string(cfg.lim.max_prompt_tokens) +
+                                                  ", context " + std::to_string(capacity) + ")"};
+        }
+        if (req.top_k() > cfg.lim.max_draft_top_k) {
+            return {StatusCode::INVALID_ARGUMENT, "top_k " + std::to_string(req.top_k()) + " exceeds the limit of " + std::to_string(cfg.lim.max_draft_top_k)};
+        }
+        std::vector<float> hidden, logits;
+        try {
+            hidden = decode_hidden(req, m.hparams().n_embd);
+            const std::vector<int32_t> zeros(req.n_tokens(), 0);  // tokens are not used: hidden states come in
+            const auto rows = causal_rows(zeros, int32_t(sp.pos), 0, false);
+            hidden_io io;
+            io.in = hidden;
+            sched.exclusive([&](batch_verifier&) { sp.fwd.run(rows, logits, {}, &io); });
+        } catch (...) {
+            return status_of(std::current_exception());
+        }
+        sp.pos += req.n_tokens();
+        split_forwards.fetch_add(1);
+        split_tokens.fetch_add(req.n_tokens());
+        resp->set_request_id(req.request_id());
+        resp->set_next_token(sp.smp.sample(logits, {}));
+        if (req.top_k() > 0) {
+            std::vector<int32_t> idx(logits.size());
+            for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
+            const size_t k = std::min<size_t>(req.top_k(), idx.size());
+            std::partial_sort(idx.begin(), idx.begin() + int64_t(k), idx.end(),
+                              [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b); });
+            for (size_t i = 0; i < k; ++i) resp->add_top_tokens(idx[i]), resp->add_top_logits(logits[size_t(idx[i])]);
+        }
+        resp->set_committed_position(sp.pos);
+        return Status::OK;
+    }
+
     Status verify_one(session_entry& s, const v1::VerifyRequest& req, v1::VerifyResponse* resp) {
         std::lock_guard lock(s.mu);
         if (s.closed) return {StatusCode::NOT_FOUND, "session " + s.id + " is closed"};
+        if (s.split) return {StatusCode::FAILED_PRECONDITION, "session " + s.id + " is a layer-split session: use Forward"};
         s.last_active = std::chrono::steady_clock::now();
         const int32_t V = m.tokenizer().n_vocab();
         const bool sampling = s.seq.sp.temperature > 0.f;
@@ -340,6 +436,8 @@ struct collab_server::impl final : v1::Collab::Service {
         r.set_verify_p95_ms(latency.percentile(0.95));
         r.set_verify_p99_ms(latency.percentile(0.99));
         r.set_requests_rejected(rejected.load());
+        r.set_split_forwards(split_forwards.load());
+        r.set_split_tokens(split_tokens.load());
         return r;
     }
 
@@ -385,7 +483,7 @@ struct collab_server::impl final : v1::Collab::Service {
     net_emu emu;
     mutable std::mutex sessions_mu;
     std::map<std::string, std::shared_ptr<session_entry>> sessions;
-    std::atomic<uint64_t> sessions_total{0}, rejected{0};
+    std::atomic<uint64_t> sessions_total{0}, rejected{0}, split_forwards{0}, split_tokens{0};
     latency_window latency;
     std::unique_ptr<grpc::Server> server;
     int bound_port = 0;

@@ -86,9 +86,25 @@ void forward_pass::validate(std::span<const batch_row> rows, std::span<const con
     }
 }
 
+void forward_pass::set_layers(int32_t first, int32_t end) {
+    const int32_t L = m_.hparams().n_layer;
+    const int32_t e = end > 0 ? end : L;
+    if (first < 0 || e > L || first >= e) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "layer range [" + std::to_string(first) + ", " + std::to_string(e) +
+                                                     ") is not a non-empty part of the model's " + std::to_string(L) + " layers");
+    }
+    first_layer_ = first;
+    end_layer_ = e;
+}
+
 void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits,
-                       std::span<const context_entry> context) {
+                       std::span<const context_entry> context, const hidden_io* io) {
     validate(rows, context);
+    if (io && !io->in.empty() && io->in.size() != rows.size() * size_t(m_.hparams().n_embd)) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "hidden states: " + std::to_string(io->in.size()) + " floats for " +
+                                                     std::to_string(rows.size()) + " rows of " +
+                                                     std::to_string(m_.hparams().n_embd));
+    }
     const auto& hp = m_.hparams();
     const int64_t M = int64_t(rows.size());
     int64_t n_out = 0;
@@ -138,9 +154,10 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     const rope_params rp{hp.n_rot, hp.rope_base};
     const attention_params ap{1.f / std::sqrt(float(D))};
 
-    be_.get_rows(m_.token_embd(), t_tok, x);
-    const int n_layers = exit_layer_ > 0 ? std::min(exit_layer_, hp.n_layer) : hp.n_layer;
-    for (int l = 0; l < n_layers; ++l) {
+    if (io && !io->in.empty()) be_.upload(*scratch_, off_x_, io->in.data(), io->in.size() * 4);
+    else be_.get_rows(m_.token_embd(), t_tok, x);
+    const int end = end_layer_ > 0 ? std::min(end_layer_, hp.n_layer) : hp.n_layer;
+    for (int l = first_layer_; l < end; ++l) {
         const auto& w = m_.layer(l);
         // attention block
         be_.rms_norm(x, w.attn_norm, hp.rms_eps, xb);
@@ -162,6 +179,10 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
         be_.swiglu(gate, up, gate);
         be_.matmul(w.w_down, gate, tmp);
         be_.add(x, tmp, x);
+    }
+    if (io && io->out) {
+        io->out->resize(size_t(M * E));
+        be_.download(*scratch_, off_x_, io->out->data(), io->out->size() * 4);
     }
     if (n_out == 0) {
         be_.synchronize();

@@ -36,6 +36,14 @@ struct context_entry {
 // that owns slots [base, base + capacity). Only the last row returns logits unless all_logits.
 std::vector<batch_row> causal_rows(std::span<const int32_t> tokens, int32_t pos0, int32_t base, bool all_logits);
 
+// Layer split: hidden states in place of token embeddings, or out in place of logits. in: M x n_embd floats
+// (the rows' residual stream entering the first layer run); out: receives M x n_embd floats after the last
+// layer run (before the final norm).
+struct hidden_io {
+    std::span<const float> in;
+    std::vector<float>* out = nullptr;
+};
+
 class forward_pass {
    public:
     forward_pass(const model& m, kv_cache& cache);
@@ -44,11 +52,17 @@ class forward_pass {
     // order). Tree walks index the walk table: the M rows first, then the `context` entries. Throws
     // tandem::error(TANDEM_ERR_INVALID_ARGUMENT) for an invalid batch (token, slot or parent out of range, a
     // walk that does not end) before anything is computed.
-    void run(std::span<const batch_row> rows, std::vector<float>& logits, std::span<const context_entry> context = {});
+    // With `io`, the rows' hidden states are read from io->in instead of the embedding table (their tokens are
+    // then ignored) and/or written to io->out after the layers (see hidden_io).
+    void run(std::span<const batch_row> rows, std::vector<float>& logits, std::span<const context_entry> context = {},
+             const hidden_io* io = nullptr);
 
     // Early exit (self-speculation): run only the first n layers, then the final norm and output head.
     // 0 = all layers.
-    void set_exit_layer(int32_t n) { exit_layer_ = n; }
+    void set_exit_layer(int32_t n) { set_layers(0, n); }
+    // Runs layers [first, end) only (end 0 = all): the edge runs [0, K), the cloud [K, n_layer). Layers outside
+    // the range leave their KV cache untouched. Throws tandem::error for an empty or out-of-range range.
+    void set_layers(int32_t first, int32_t end);
 
    private:
     void validate(std::span<const batch_row> rows, std::span<const context_entry> context) const;
@@ -64,7 +78,7 @@ class forward_pass {
     size_t off_x_ = 0, off_xb_ = 0, off_q_ = 0, off_k_ = 0, off_v_ = 0, off_att_ = 0, off_tmp_ = 0, off_gate_ = 0,
            off_up_ = 0, off_logits_ = 0, off_ids_ = 0;
     std::vector<int32_t> host_ints_;
-    int32_t exit_layer_ = 0;
+    int32_t first_layer_ = 0, end_layer_ = 0;
 };
 
 }  // namespace tandem

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <limits>
 #include <fstream>
 #include <thread>
 
@@ -412,6 +413,93 @@ TEST(collab_outage, the_edge_finishes_locally_when_the_server_dies_and_reverifie
         EXPECT_EQ(r.stats.unverified_tokens, 0u);
         EXPECT_GT(r.stats.reconnects, 0u);
     }
+}
+
+}  // namespace
+}  // namespace tandem::collab
+
+namespace tandem::collab {
+namespace {
+
+TEST(collab_split, layer_split_with_f16_equals_target_only_and_int8_mostly_agrees) {
+    collab_server server(target_model(), test_server_config());
+    server.start();
+    const auto prompt = prompt_of("Once upon a time, there was a");
+    const int n = 64;
+    const auto want = target_greedy(prompt, n);
+    for (int k : {1, 3}) {
+        auto cfg = test_edge_config(server.port());
+        cfg.mode = edge_mode::split;
+        cfg.split_layer = k;
+        edge_session edge(target_model(), cfg);  // the edge holds the target's first k layers
+        const auto f16 = edge.generate(prompt, n);
+        EXPECT_EQ(f16.tokens, want) << "split at layer " << k;
+        EXPECT_EQ(f16.stats.round_trips, uint64_t(n));
+        cfg.split_int8 = true;
+        edge_session edge8(target_model(), cfg);
+        const auto i8 = edge8.generate(prompt, n);
+        ASSERT_EQ(i8.tokens.size(), size_t(n));
+        // Documented agreement: int8 hidden states (per-token scale) keep the first 16 tokens identical and at
+        // least 90% of positions equal to the target-only output on this pair.
+        size_t same = 0;
+        for (int i = 0; i < n; ++i) same += i8.tokens[size_t(i)] == want[size_t(i)];
+        EXPECT_TRUE(std::equal(want.begin(), want.begin() + 16, i8.tokens.begin())) << "split at layer " << k;
+        EXPECT_GE(double(same) / n, 0.9) << same << "/" << n << " at split layer " << k;
+        EXPECT_LT(i8.stats.bytes_per_token(), f16.stats.bytes_per_token());
+    }
+    EXPECT_GT(server.stats().split_forwards(), 0u);
+}
+
+TEST(collab_split, malformed_hidden_states_are_refused) {
+    collab_server server(target_model(), test_server_config());
+    server.start();
+    link_config lc;
+    lc.address = "127.0.0.1:" + std::to_string(server.port());
+    lc.token = "edge-a-secret";
+    cloud_link link(lc);
+    auto open = open_request({});
+    open.set_split_layer(2);
+    const auto opened = link.open(open);
+    const int64_t E = target_model().hparams().n_embd;
+    uint64_t id = 0;
+    auto status = [&](const v1::ForwardRequest& r) {
+        try {
+            link.forward(r);
+            return StatusCode::OK;
+        } catch (const link_error& e) {
+            link.reset_stream();
+            return e.code();
+        }
+    };
+    auto req = [&](int rows, v1::HiddenEncoding enc) {
+        v1::ForwardRequest r;
+        r.set_session_id(opened.session_id());
+        r.set_request_id(++id);
+        encode_hidden(std::vector<float>(size_t(rows * E), 0.5f), E, enc, &r);
+        return r;
+    };
+    auto r = req(2, v1::HIDDEN_F16);
+    r.mutable_hidden()->pop_back();
+    EXPECT_EQ(status(r), StatusCode::INVALID_ARGUMENT) << "truncated hidden bytes";
+    r = req(2, v1::HIDDEN_INT8);
+    r.mutable_scales()->RemoveLast();
+    EXPECT_EQ(status(r), StatusCode::INVALID_ARGUMENT) << "missing scale";
+    r = req(1, v1::HIDDEN_INT8);
+    r.set_scales(0, std::numeric_limits<float>::infinity());
+    EXPECT_EQ(status(r), StatusCode::INVALID_ARGUMENT) << "infinite scale";
+    r = req(1, v1::HIDDEN_F16);
+    r.set_base_position(3);
+    EXPECT_EQ(status(r), StatusCode::OUT_OF_RANGE) << "position ahead";
+    r = req(0, v1::HIDDEN_F16);
+    EXPECT_EQ(status(r), StatusCode::INVALID_ARGUMENT) << "no rows";
+    r = req(2, v1::HIDDEN_F16);
+    EXPECT_EQ(status(r), StatusCode::OK);
+    r = req(1, v1::HIDDEN_F16);
+    EXPECT_EQ(status(r), StatusCode::OUT_OF_RANGE) << "position behind: nothing applied twice";
+    r = req(1, v1::HIDDEN_F16);
+    r.set_base_position(2);
+    EXPECT_EQ(status(r), StatusCode::OK);
+    EXPECT_EQ(server.stats().split_tokens(), 3u);
 }
 
 }  // namespace

@@ -32,12 +32,14 @@ struct edge_options {
     int64_t seed = -1;
     int timeout_ms = 10000;
     bool quiet = false;
+    bool model_given = false;
     tandem::collab::edge_config cfg;
 };
 
 int run(edge_options o) {
     auto& c = o.cfg;
     c.mode = tandem::collab::parse_edge_mode(o.mode);
+    if (c.mode == tandem::collab::edge_mode::split && !o.model_given) o.model = default_model();  // the target itself
     if (c.link.token.empty()) {
         if (const char* env = std::getenv("TANDEM_TOKEN")) c.link.token = env;
     }
@@ -105,6 +107,10 @@ int run(edge_options o) {
                      double(s.bytes_received) / 1e3, s.draft_seconds * 1e3, s.wait_seconds * 1e3,
                      static_cast<unsigned long long>(s.outages), static_cast<unsigned long long>(s.reconnects),
                      static_cast<unsigned long long>(s.retracted));
+        if (c.mode == tandem::collab::edge_mode::split) {
+            std::fprintf(stderr, "tandem edge: layer split at %d (%s hidden states): %.0f bytes per token on the wire\n",
+                         c.split_layer, c.split_int8 ? "int8" : "F16", s.bytes_per_token());
+        }
     }
     return 0;
 }
@@ -116,12 +122,16 @@ action add_edge(CLI::App& app) {
     auto* cmd = app.add_subcommand(
         "edge", "Edge side: generate with a local draft model and a `tandem serve` in the cloud. Modes: spec (draft "
                 "locally, verify in the cloud; output equals the target's), cloud (one round trip per token), local "
-                "(draft only), route (confident tokens unverified, lossy). If the cloud is unreachable the edge goes on "
+                "(draft only), route (confident tokens unverified, lossy), split (the target's first --split-layer layers here, "
+                "the rest in the cloud). If the cloud is unreachable the edge goes on "
                 "locally, marks tokens unverified ([brackets] or dim), and re-verifies them when it is back.");
-    cmd->add_option("-m,--model", o->model, "Draft GGUF model (same vocabulary as the server's target)")->capture_default_str();
+    cmd->add_option("-m,--model", o->model, "Draft GGUF model (same vocabulary as the server's target); in split mode the "
+                                            "target itself (default there: the bundled stories260K)")
+        ->capture_default_str()
+        ->each([o](const std::string&) { o->model_given = true; });
     add_backend_options(cmd, o->backend, o->threads);
-    cmd->add_option("--mode", o->mode, "spec, cloud, local or route")->capture_default_str()
-        ->check(CLI::IsMember({"spec", "cloud", "local", "route"}));
+    cmd->add_option("--mode", o->mode, "spec, cloud, local, route or split")->capture_default_str()
+        ->check(CLI::IsMember({"spec", "cloud", "local", "route", "split"}));
     cmd->add_option("-p,--prompt", o->prompt, "Prompt text (BOS is added)");
     cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(CLI::Range(0, 1 << 20));
     cmd->add_flag("--ignore-eos", o->cfg.ignore_eos, "Do not stop at EOS/BOS");
@@ -142,6 +152,9 @@ action add_edge(CLI::App& app) {
     cmd->add_option("--route-threshold", o->cfg.route_threshold, "route: emit unverified when the draft's top-1 "
                                                                   "probability is at least this")
         ->capture_default_str()->check(CLI::Range(0.0, 1.0))->group(spec);
+    cmd->add_option("--split-layer", o->cfg.split_layer, "split: layers [0, K) run on the edge, the rest in the cloud")
+        ->capture_default_str()->group(spec);
+    cmd->add_flag("--split-int8", o->cfg.split_int8, "split: send hidden states as int8 with a per-token scale (default F16)")->group(spec);
     auto* smp = "Sampling (the cloud samples with the same settings)";
     cmd->add_option("--temp", o->temp, "Temperature; 0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber)->group(smp);
     cmd->add_option("--top-k", o->top_k, "Top-k (0 = off)")->capture_default_str()->group(smp);
