@@ -79,11 +79,16 @@ void scheduler::loop() {
         lock.unlock();
         std::vector<verify_job> jobs(batch.size());
         for (size_t i = 0; i < batch.size(); ++i) jobs[i] = std::move(*batch[i]->job);
+        double secs;
         {
             std::lock_guard bv_lock(bv_mu_);
+            const auto t0 = std::chrono::steady_clock::now();
             bv_.run(jobs);
+            secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         }
         lock.lock();
+        stats_.pass_seconds += secs;
+        stats_.rows = bv_.stats().rows;
         uint32_t verified = 0;
         for (const auto& j : jobs) verified += j.done && !j.error;
         if (verified) {

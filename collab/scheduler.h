@@ -31,6 +31,8 @@ struct scheduler_stats {
     uint64_t tokens_accepted = 0;
     uint64_t tokens_committed = 0;
     uint64_t evictions = 0;
+    uint64_t rows = 0;         // rows through the target in all passes (pending tokens, tree nodes, catch-up)
+    double pass_seconds = 0;   // time inside target passes
 };
 
 class scheduler {

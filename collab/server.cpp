@@ -438,6 +438,8 @@ struct collab_server::impl final : v1::Collab::Service {
         r.set_requests_rejected(rejected.load());
         r.set_split_forwards(split_forwards.load());
         r.set_split_tokens(split_tokens.load());
+        r.set_rows(st.rows);
+        r.set_pass_seconds(st.pass_seconds);
         return r;
     }
 
