@@ -14,6 +14,7 @@
 #include "engine/error.h"
 #include "engine/llama2c.h"
 #include "engine/session.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/common/test_util.h"
 
 namespace tandem::collab {
@@ -500,6 +501,35 @@ TEST(collab_split, malformed_hidden_states_are_refused) {
     r.set_base_position(2);
     EXPECT_EQ(status(r), StatusCode::OK);
     EXPECT_EQ(server.stats().split_tokens(), 3u);
+}
+
+}  // namespace
+}  // namespace tandem::collab
+
+
+namespace tandem::collab {
+namespace {
+
+TEST(collab_health, the_standard_health_service_answers_without_a_token) {
+    auto server = std::make_unique<collab_server>(target_model(), test_server_config());
+    server->start();
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port()), grpc::InsecureChannelCredentials());
+    auto stub = grpc::health::v1::Health::NewStub(channel);
+    for (const std::string service : {"", "tandem.v1.Collab"}) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        grpc::health::v1::HealthCheckRequest req;
+        req.set_service(service);
+        grpc::health::v1::HealthCheckResponse resp;
+        const grpc::Status st = stub->Check(&ctx, req, &resp);
+        ASSERT_TRUE(st.ok()) << st.error_message();
+        EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << "service '" << service << "'";
+    }
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service("no.such.Service");
+    grpc::health::v1::HealthCheckResponse resp;
+    EXPECT_EQ(stub->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 }  // namespace

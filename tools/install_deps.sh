@@ -14,7 +14,7 @@ PACKAGES=(
   clang libclang-rt-14-dev             # libFuzzer targets
   ocl-icd-opencl-dev opencl-headers opencl-c-headers clinfo pocl-opencl-icd libclblast-dev   # OpenCL backend
   libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-tools vulkan-validationlayers   # Vulkan backend
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc          # edge-cloud link
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc openssl   # edge-cloud link (openssl: test certificates)
   python3                              # helper scripts
 )
 
