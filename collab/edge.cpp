@@ -3,6 +3,7 @@
 #include "collab/edge.h"
 
 #include <algorithm>
+#include <optional>
 #include <thread>
 
 #include "collab/log.h"
@@ -52,6 +53,7 @@ struct edge_session::state {
     clock::time_point next_retry = clock::now();
     std::chrono::milliseconds backoff{0};
     edge_stats st;
+    std::optional<draft_tree> next_tree;  // drafted ahead during the last round trip, for committed as it is now
     const std::function<void(const edge_event&)>* on_event = nullptr;
 
     size_t produced() const { return committed.size() - prompt_len + tail.size(); }
@@ -138,15 +140,32 @@ edge_session::round_result edge_session::round(state& s) {
             t.add(s.tail[i], int32_t(i) - 1);
             if (sampling) (i == 0 ? t.q_root : t.q[i - 1]) = s.tail_q[i];
         }
+    } else if (s.next_tree && s.next_tree->size() > 0 && s.next_tree->size() <= max_nodes) {
+        t = std::move(*s.next_tree);
+        s.st.pipelined += 1;
     } else if (cfg_.mode != edge_mode::cloud && max_nodes > 0) {
         const auto t0 = clock::now();
         t = drafter_->draft(s.committed, max_nodes);
         s.st.draft_seconds += since(t0);
     }
+    s.next_tree.reset();
     tree_to_proto(t, sampling, &req);
     v1::VerifyResponse resp;
+    // While the cloud verifies: draft ahead on the draft's best path (first children, best first) accepted.
+    std::vector<int32_t> guess;
+    draft_tree ahead;
     try {
         link_->send(req);
+        if (cfg_.pipeline && cfg_.mode == edge_mode::spec && s.tail.empty() && t.size() > 0) {
+            guess = s.committed;
+            for (auto kids = t.children(-1); !kids.empty(); kids = t.children(kids[0])) guess.push_back(t.tokens[size_t(kids[0])]);
+            const int64_t room = s.cloud_ctx - int64_t(guess.size()) - 2;
+            if (room > 1) {
+                const auto t0 = clock::now();
+                ahead = drafter_->draft(guess, size_t(std::min<int64_t>(room, s.max_tree_nodes)) + 1);
+                s.st.draft_seconds += since(t0);
+            }
+        }
         resp = link_->receive();
     } catch (const link_error& e) {
         if (e.code() == grpc::StatusCode::NOT_FOUND) {  // the server lost the session (restart, expiry)
@@ -199,6 +218,16 @@ edge_session::round_result edge_session::round(state& s) {
         throw link_error(grpc::StatusCode::INTERNAL, "out of sync: the server is at position " +
                                                          std::to_string(resp.committed_position()) + ", the edge at " +
                                                          std::to_string(s.cloud_pos));
+    }
+    // Keep the tree drafted ahead if the cloud accepted the guessed path and its token is one of ahead's roots.
+    if (ahead.size() > 0 && s.tail.empty() && s.committed.size() == guess.size() + 1 &&
+        std::equal(guess.begin(), guess.end(), s.committed.begin())) {
+        for (int32_t c : ahead.children(-1)) {
+            if (ahead.tokens[size_t(c)] == s.committed.back()) {
+                s.next_tree = ahead.subtree(c);
+                break;
+            }
+        }
     }
     s.emit(ev);
     return round_result::ok;

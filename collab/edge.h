@@ -1,7 +1,9 @@
 // The edge side: a draft model on the device and a verification server in the cloud.
 //
 // Modes: `spec` drafts a chain or tree locally and has the cloud verify it (greedy output identical to the
-// target's; sampled output distributed as the target's); `cloud` sends empty trees (one round trip per
+// target's; sampled output distributed as the target's), pipelined: while a tree is being verified the edge
+// drafts the next one on the most likely outcome (the draft's best path accepted in full, then the draft's
+// best guess at the target's token) and keeps it only if that outcome happens; `cloud` sends empty trees (one round trip per
 // token: the baseline that speculation beats); `local` runs the draft alone; `route` emits tokens the draft
 // is confident about (top-1 probability >= threshold) without verification and verifies the rest (lossy,
 // opt-in; every token says whether it was verified); `split` runs the embedding and the first split_layer
@@ -42,6 +44,7 @@ struct edge_config {
     float route_threshold = 0.9f;
     int32_t split_layer = 0;          // split: layers [0, split_layer) run on the edge
     bool split_int8 = false;          // split: int8 hidden states instead of F16
+    bool pipeline = true;             // spec: draft the next tree while the cloud verifies this one
     bool ignore_eos = false;          // otherwise stop after EOS (or BOS, which llama2.c models emit between stories)
     std::chrono::milliseconds backoff_initial{100}, backoff_max{4000};
 };
@@ -64,6 +67,7 @@ struct edge_stats {
     uint64_t routed_tokens = 0;   // route mode: tokens committed without verification
     uint64_t retracted = 0;       // unverified tokens replaced after the cloud came back
     double bytes_per_token() const;
+    uint64_t pipelined = 0;       // rounds whose tree was drafted during the previous round trip
     uint64_t outages = 0, reconnects = 0;
     uint64_t bytes_sent = 0, bytes_received = 0;
     double seconds = 0, draft_seconds = 0, wait_seconds = 0;

@@ -54,6 +54,21 @@ void check_dist(const std::vector<token_prob>& d, int32_t n_vocab, const std::st
 }
 }  // namespace
 
+draft_tree draft_tree::subtree(int32_t u) const {
+    draft_tree r;
+    if (u < 0 || size_t(u) >= size()) return r;
+    std::vector<int32_t> map(size(), -2);  // old index -> new index; -1 for u itself
+    map[size_t(u)] = -1;
+    r.q_root = u < int32_t(q.size()) ? q[size_t(u)] : std::vector<token_prob>{};
+    for (size_t i = size_t(u) + 1; i < size(); ++i) {
+        const int32_t p = parents[i];
+        if (p < 0 || map[size_t(p)] == -2) continue;  // not below u (parents precede children)
+        map[i] = r.add(tokens[i], map[size_t(p)]);
+        if (i < q.size()) r.q[size_t(map[i])] = q[i];
+    }
+    return r;
+}
+
 void draft_tree::validate(int32_t n_vocab, size_t max_nodes, bool need_q) const {
     auto bad = [](const std::string& what) { throw error(TANDEM_ERR_INVALID_ARGUMENT, "draft tree: " + what); };
     if (tokens.size() > max_nodes) {

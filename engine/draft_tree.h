@@ -25,6 +25,9 @@ struct draft_tree {
     std::vector<int32_t> depths() const;         // depth of each node (roots: 0)
     std::vector<int32_t> children(int32_t u) const;  // in insertion order; u = -1 for the roots
     void clear();
+    // The nodes below node u, re-rooted (u's children become roots; q_root = q[u]): what is left of a tree
+    // drafted ahead once u's token is committed.
+    draft_tree subtree(int32_t u) const;
     // Checks structure and limits: parents precede children, tokens in [0, n_vocab), at most max_nodes,
     // q entries (when present) are probabilities summing to ~1 over valid tokens. Throws tandem::error
     // (TANDEM_ERR_INVALID_ARGUMENT) naming the problem: trees come from the network too.

@@ -98,13 +98,14 @@ int run(edge_options o) {
         std::fprintf(stderr,
                      "tandem edge: %zu tokens in %.2f s (%.1f tokens/s); %llu verified, %llu unverified, %llu routed; "
                      "%llu round trips, %.2f tokens per target pass, %llu/%llu draft nodes accepted; %.1f kB sent, %.1f "
-                     "kB received; draft %.0f ms, waiting %.0f ms; %llu outages, %llu reconnects, %llu retracted\n",
+                     "kB received; draft %.0f ms, waiting %.0f ms; %llu rounds drafted ahead; %llu outages, %llu reconnects, %llu retracted\n",
                      r.tokens.size(), s.seconds, s.seconds > 0 ? double(r.tokens.size()) / s.seconds : 0.0,
                      static_cast<unsigned long long>(s.verified_tokens), static_cast<unsigned long long>(s.unverified_tokens),
                      static_cast<unsigned long long>(s.routed_tokens), static_cast<unsigned long long>(s.round_trips),
                      s.tokens_per_round_trip(), static_cast<unsigned long long>(s.accepted),
                      static_cast<unsigned long long>(s.drafted), double(s.bytes_sent) / 1e3,
                      double(s.bytes_received) / 1e3, s.draft_seconds * 1e3, s.wait_seconds * 1e3,
+                     static_cast<unsigned long long>(s.pipelined),
                      static_cast<unsigned long long>(s.outages), static_cast<unsigned long long>(s.reconnects),
                      static_cast<unsigned long long>(s.retracted));
         if (c.mode == tandem::collab::edge_mode::split) {
