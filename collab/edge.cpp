@@ -234,9 +234,10 @@ edge_session::round_result edge_session::round(state& s) {
 }
 
 edge_result edge_session::generate(const std::vector<int32_t>& prompt, int32_t n,
-                                   const std::function<void(const edge_event&)>& on_event) {
+                                   const std::function<void(const edge_event&)>& on_event,
+                                   const std::function<bool()>& cancelled) {
     if (prompt.empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "the prompt needs at least one token (BOS)");
-    if (cfg_.mode == edge_mode::split) return generate_split(prompt, n, on_event);
+    if (cfg_.mode == edge_mode::split) return generate_split(prompt, n, on_event, cancelled);
     state s;
     s.prompt_len = prompt.size();
     s.n = n;
@@ -247,7 +248,7 @@ edge_result edge_session::generate(const std::vector<int32_t>& prompt, int32_t n
     auto is_stop = [&](int32_t t) { return !cfg_.ignore_eos && (t == eos || t == bos); };
     const auto t_start = clock::now();
     auto ends = [&] {
-        if (s.produced() >= size_t(n)) return true;
+        if (s.produced() >= size_t(n) || (cancelled && cancelled())) return true;
         for (size_t i = s.prompt_len; i < s.committed.size(); ++i)
             if (is_stop(s.committed[i])) return true;
         return std::any_of(s.tail.begin(), s.tail.end(), is_stop);

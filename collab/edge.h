@@ -89,8 +89,11 @@ class edge_session {
     // Generates up to n tokens after `prompt`. In split mode the model given to the constructor is the target. (stops after an end-of-sequence token, see ignore_eos). on_event, if given, sees
     // every change to the output as it happens. Throws link_error when the server refuses the session for a
     // reason retrying cannot fix (authentication, vocabulary mismatch, invalid request).
+    // `cancelled`, if given, is polled between rounds: true stops the generation (a client went away, a stop
+    // string was seen).
     edge_result generate(const std::vector<int32_t>& prompt, int32_t n,
-                         const std::function<void(const edge_event&)>& on_event = {});
+                         const std::function<void(const edge_event&)>& on_event = {},
+                         const std::function<bool()>& cancelled = {});
 
    private:
     struct state;
@@ -99,7 +102,8 @@ class edge_session {
     round_result round(state& s);  // one verify round trip
     void local_step(state& s);
     edge_result generate_split(const std::vector<int32_t>& prompt, int32_t n,
-                               const std::function<void(const edge_event&)>& on_event);
+                               const std::function<void(const edge_event&)>& on_event,
+                               const std::function<bool()>& cancelled);
 
     const model& draft_;
     edge_config cfg_;

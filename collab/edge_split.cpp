@@ -9,7 +9,8 @@
 namespace tandem::collab {
 
 edge_result edge_session::generate_split(const std::vector<int32_t>& prompt, int32_t n,
-                                         const std::function<void(const edge_event&)>& on_event) {
+                                         const std::function<void(const edge_event&)>& on_event,
+                                         const std::function<bool()>& cancelled) {
     const auto t_start = std::chrono::steady_clock::now();
     const auto& hp = draft_.hparams();
     const int64_t cap = cfg_.ctx > 0 ? cfg_.ctx : hp.n_ctx_train;
@@ -44,7 +45,7 @@ edge_result edge_session::generate_split(const std::vector<int32_t>& prompt, int
     int64_t pos = 0;
     uint64_t request_id = 0;
     double draft_seconds = 0;
-    while (int32_t(r.tokens.size()) < n) {
+    while (int32_t(r.tokens.size()) < n && !(cancelled && cancelled())) {
         if (pos + int64_t(pending.size()) >= std::min<int64_t>(cap, opened.context_length())) break;
         const auto t0 = std::chrono::steady_clock::now();
         std::vector<float> logits, hidden;

@@ -561,6 +561,10 @@ void collab_server::shutdown(std::chrono::milliseconds grace) {
 
 v1::StatsResponse collab_server::stats() const { return p_->snapshot(); }
 
+void collab_server::exclusive(const std::function<void()>& f) {
+    p_->sched.exclusive([&](batch_verifier&) { f(); });
+}
+
 int32_t collab_server::kv_regions() const { return p_->bv.n_regions(); }
 
 }  // namespace tandem::collab

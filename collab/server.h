@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,8 @@ class collab_server {
     // Stops accepting calls, lets in-flight calls finish within `grace`, then cancels the rest.
     void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
     v1::StatsResponse stats() const;
+    // Runs f with the target model to itself, between batched passes (the HTTP API's target-only decoding).
+    void exclusive(const std::function<void()>& f);
     int32_t kv_regions() const;
 
     struct impl;

@@ -38,4 +38,11 @@ else
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$dir" -j "$jobs"
+# The official openai package for the HTTP API test, from PyPI into a venv (best effort: without it that test
+# is skipped and says why).
+if ! "$dir/pyenv/bin/python" -c "import openai" >/dev/null 2>&1; then
+  (python3 -m venv "$dir/pyenv" && "$dir/pyenv/bin/pip" install -q openai) >/dev/null 2>&1 ||
+    echo "check: could not install the openai Python package; its test will be skipped"
+fi
+export TANDEM_PYTHON="$PWD/$dir/pyenv/bin/python"
 ctest --test-dir "$dir" -j "$jobs" --output-on-failure --timeout 900 -LE "slow|fuzz"

@@ -15,6 +15,7 @@ PACKAGES=(
   ocl-icd-opencl-dev opencl-headers opencl-c-headers clinfo pocl-opencl-icd libclblast-dev   # OpenCL backend
   libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-tools vulkan-validationlayers   # Vulkan backend
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc openssl   # edge-cloud link (openssl: test certificates)
+  libcpp-httplib-dev curl python3-venv # OpenAI-compatible HTTP API (curl and the openai package in its tests)
   python3                              # helper scripts
 )
 

@@ -6,6 +6,8 @@
 #include <random>
 
 #include "collab/edge.h"
+#include "collab/http_api.h"
+#include "collab/http_generators.h"
 #include "engine/error.h"
 #include "tools/tandem/cli.h"
 #include "tools/tandem/collab_cli.h"
@@ -33,6 +35,8 @@ struct edge_options {
     int timeout_ms = 10000;
     bool quiet = false;
     bool model_given = false;
+    std::string http;
+    std::vector<std::string> api_keys;
     tandem::collab::edge_config cfg;
 };
 
@@ -55,6 +59,23 @@ int run(edge_options o) {
     c.sampling.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
     c.draft_name = model_stem(o.model);
     auto draft = load_model(o.model, o.backend, o.threads);
+    if (!o.http.empty()) {  // serve the OpenAI-compatible API instead of one prompt
+        if (const char* env = std::getenv("TANDEM_API_KEY"); env && *env && o.api_keys.empty()) o.api_keys.push_back(env);
+        tandem::collab::edge_generator gen(*draft, c, model_stem(o.model) + "+cloud");
+        tandem::collab::http_config hc;
+        hc.address = o.http;
+        hc.api_keys = o.api_keys;
+        tandem::collab::http_api api(gen, hc);
+        try {
+            api.start();
+        } catch (const tandem::error& e) {
+            throw cli_error{e.what()};
+        }
+        std::fprintf(stderr, "tandem edge: HTTP API on port %d (mode %s, server %s); Ctrl-C stops\n", api.port(),
+                     o.mode.c_str(), c.link.address.c_str());
+        wait_for_signal();
+        return 0;
+    }
     const auto& tok = draft->tokenizer();
     const std::vector<int32_t> prompt = tok.encode(o.prompt, true);
     if (!o.quiet) {
@@ -163,6 +184,7 @@ action add_edge(CLI::App& app) {
     cmd->add_option("--min-p", o->min_p, "Min-p (0 = off)")->capture_default_str()->group(smp);
     cmd->add_option("-s,--seed", o->seed, "Random seed (-1 = random)")->capture_default_str()->group(smp);
     add_emulator_options(cmd, o->cfg.link.emu);
+    add_http_options(cmd, o->http, o->api_keys);
     return [o] { return run(*o); };
 }
 

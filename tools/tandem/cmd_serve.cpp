@@ -1,10 +1,11 @@
 // `tandem serve`: the cloud's batch verification service over one target model.
-#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <thread>
 
+#include "collab/http_api.h"
+#include "collab/http_generators.h"
 #include "collab/server.h"
 #include "engine/error.h"
 #include "tools/tandem/cli.h"
@@ -23,10 +24,9 @@ struct serve_options {
     int wait_us = 2000;
     int stats_s = 10;
     int idle_s = 600;
+    std::string http;
+    std::vector<std::string> api_keys;
 };
-
-std::atomic<int> g_signal{0};
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
 
 int run(serve_options o) {
     if (!o.token_file.empty()) {
@@ -45,17 +45,23 @@ int run(serve_options o) {
         if (o.cfg.model_id.empty()) o.cfg.model_id = model_stem(o.model);
         tandem::collab::collab_server server(*target, o.cfg);
         server.start();
+        std::unique_ptr<tandem::collab::target_generator> gen;
+        std::unique_ptr<tandem::collab::http_api> http;
+        if (!o.http.empty()) {
+            if (const char* env = std::getenv("TANDEM_API_KEY"); env && *env && o.api_keys.empty()) o.api_keys.push_back(env);
+            gen = std::make_unique<tandem::collab::target_generator>(*target, &server, o.cfg.model_id, o.cfg.seq_capacity);
+            tandem::collab::http_config hc;
+            hc.address = o.http;
+            hc.api_keys = o.api_keys;
+            http = std::make_unique<tandem::collab::http_api>(*gen, hc);
+            http->start();
+            std::fprintf(stderr, "tandem serve: HTTP API on port %d\n", http->port());
+        }
         std::fprintf(stderr, "tandem serve: listening on port %d; Ctrl-C stops after in-flight passes\n", server.port());
-        std::signal(SIGINT, on_signal);
-        std::signal(SIGTERM, on_signal);
-        std::thread waiter([&] {
-            while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            std::fprintf(stderr, "tandem serve: signal %d, shutting down\n", g_signal.load());
-            server.shutdown(std::chrono::milliseconds(5000));
-        });
-        server.wait();
-        g_signal.store(g_signal.load() ? g_signal.load() : -1);
-        waiter.join();
+        const int sig = wait_for_signal();
+        std::fprintf(stderr, "tandem serve: signal %d, shutting down\n", sig);
+        if (http) http->stop();
+        server.shutdown(std::chrono::milliseconds(5000));
         const auto st = server.stats();
         std::fprintf(stderr, "tandem serve: %llu sessions, %llu passes (%llu with several sessions), %llu tokens committed\n",
                      static_cast<unsigned long long>(st.sessions_total()), static_cast<unsigned long long>(st.passes()),
@@ -103,6 +109,7 @@ action add_serve(CLI::App& app) {
     cmd->add_option("--max-batch", c.sched.max_batch_sessions, "Sessions per target pass")->capture_default_str()->check(CLI::Range(1, 4096))->group(bat);
     cmd->add_option("--stats-interval", o->stats_s, "Seconds between counter lines in the log (0 = off)")->capture_default_str()->group(bat);
     add_emulator_options(cmd, c.emu);
+    add_http_options(cmd, o->http, o->api_keys);
     return [o] { return run(*o); };
 }
 

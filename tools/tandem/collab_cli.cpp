@@ -1,5 +1,10 @@
 #include "tools/tandem/collab_cli.h"
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <thread>
+
 #include "backends/backend.h"
 #include "engine/error.h"
 #include "tools/tandem/cli.h"
@@ -20,6 +25,26 @@ std::string model_stem(const std::string& path) {
     std::string s = path.substr(path.find_last_of('/') + 1);
     if (const auto dot = s.rfind('.'); dot != std::string::npos && dot > 0) s.resize(dot);
     return s;
+}
+
+namespace {
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+}  // namespace
+
+int wait_for_signal() {
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return g_signal.load();
+}
+
+void add_http_options(CLI::App* cmd, std::string& address, std::vector<std::string>& keys) {
+    auto* g = "OpenAI-compatible HTTP API";
+    cmd->add_option("--http", address, "Serve /v1/completions, /v1/chat/completions, /v1/models, /health and /metrics "
+                                       "on HOST:PORT")->group(g);
+    cmd->add_option("--api-key", keys, "Required 'Authorization: Bearer KEY' for the HTTP API (repeatable; env "
+                                       "TANDEM_API_KEY)")->group(g);
 }
 
 void add_emulator_options(CLI::App* cmd, tandem::collab::net_emu_config& emu) {

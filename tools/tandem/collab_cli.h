@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -16,6 +17,10 @@ namespace tandem_cli {
 std::unique_ptr<tandem::model> load_model(const std::string& path, const std::string& backend, int threads);
 // "models/stories260K.gguf" -> "stories260K".
 std::string model_stem(const std::string& path);
+// Installs SIGINT/SIGTERM handlers and blocks until one arrives; returns the signal.
+int wait_for_signal();
+// --http HOST:PORT, --api-key (repeatable; env TANDEM_API_KEY).
+void add_http_options(CLI::App* cmd, std::string& address, std::vector<std::string>& keys);
 // --delay-ms, --jitter-ms, --bandwidth-mbps.
 void add_emulator_options(CLI::App* cmd, tandem::collab::net_emu_config& emu);
 
