@@ -150,6 +150,10 @@ completion_call parse_call(const std::string& body, bool chat, const text_genera
 
 std::string apply_chat_template(const std::string& jinja, const std::vector<std::pair<std::string, std::string>>& messages) {
     std::string out;
+    if (jinja.find("<|start_header_id|>") != std::string::npos) {  // Llama 3
+        for (const auto& [role, content] : messages) out += "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + content + "<|eot_id|>";
+        return out + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    }
     if (jinja.find("<|im_start|>") != std::string::npos) {
         for (const auto& [role, content] : messages) out += "<|im_start|>" + role + "\n" + content + "<|im_end|>\n";
         return out + "<|im_start|>assistant\n";

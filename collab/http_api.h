@@ -58,7 +58,8 @@ struct http_config {
     int threads = 8;                          // HTTP worker threads
 };
 
-// The chat template: recognises ChatML (<|im_start|>), Llama-2 ([INST]) and Zephyr (<|user|>) templates in
+// The chat template: recognises Llama-3 (<|start_header_id|>), ChatML (<|im_start|>), Llama-2 ([INST]) and
+// Zephyr (<|user|>) templates in
 // the GGUF's Jinja source and renders them natively; anything else (or none) gets a plain template,
 // "System: ...\nUser: ...\nAssistant:". messages: (role, content) pairs.
 std::string apply_chat_template(const std::string& jinja, const std::vector<std::pair<std::string, std::string>>& messages);

@@ -209,5 +209,17 @@ TEST_F(http_loopback, the_official_openai_python_package_works_against_it) {
     EXPECT_EQ(j["bad_key"], 401);
 }
 
+TEST(chat_template, known_template_families_render_natively_and_others_get_the_plain_one) {
+    const std::vector<std::pair<std::string, std::string>> msgs = {{"system", "Be brief."}, {"user", "Hi"}};
+    EXPECT_EQ(apply_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}...", msgs),
+              "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(apply_chat_template("...<|start_header_id|>...", msgs),
+              "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+              "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    EXPECT_EQ(apply_chat_template("... [INST] ...", msgs), "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]");
+    EXPECT_EQ(apply_chat_template("...<|user|>...", msgs), "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n");
+    EXPECT_EQ(apply_chat_template("", msgs), "System: Be brief.\nUser: Hi\nAssistant:");
+}
+
 }  // namespace
 }  // namespace tandem::collab
