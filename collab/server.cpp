@@ -561,6 +561,37 @@ void collab_server::shutdown(std::chrono::milliseconds grace) {
 
 v1::StatsResponse collab_server::stats() const { return p_->snapshot(); }
 
+grpc::Status collab_server::open_local(const v1::OpenSessionRequest& req, v1::OpenSessionResponse* resp) {
+    grpc::ServerContext ctx;
+    return p_->OpenSession(&ctx, &req, resp);
+}
+
+grpc::Status collab_server::verify_local(const v1::VerifyRequest& req, v1::VerifyResponse* resp) {
+    std::string caller;
+    grpc::ServerContext ctx;
+    if (grpc::Status st = p_->authenticate(&ctx, &caller); !st.ok()) return st;
+    std::shared_ptr<session_entry> s;
+    if (grpc::Status st = p_->find(req.session_id(), caller, &s); !st.ok()) return st;
+    return p_->verify_one(*s, req, resp);
+}
+
+grpc::Status collab_server::forward_local(const v1::ForwardRequest& req, v1::ForwardResponse* resp) {
+    std::string caller;
+    grpc::ServerContext ctx;
+    if (grpc::Status st = p_->authenticate(&ctx, &caller); !st.ok()) return st;
+    std::shared_ptr<session_entry> s;
+    if (grpc::Status st = p_->find(req.session_id(), caller, &s); !st.ok()) return st;
+    return p_->forward_one(*s, req, resp);
+}
+
+grpc::Status collab_server::close_local(const std::string& session_id) {
+    grpc::ServerContext ctx;
+    v1::CloseSessionRequest req;
+    req.set_session_id(session_id);
+    v1::CloseSessionResponse resp;
+    return p_->CloseSession(&ctx, &req, &resp);
+}
+
 void collab_server::exclusive(const std::function<void()>& f) {
     p_->sched.exclusive([&](batch_verifier&) { f(); });
 }

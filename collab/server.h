@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/support/status.h>
+
 #include "collab/messages.h"
 #include "collab/net_emu.h"
 #include "collab/scheduler.h"
@@ -51,6 +53,12 @@ class collab_server {
     // Stops accepting calls, lets in-flight calls finish within `grace`, then cancels the rest.
     void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
     v1::StatsResponse stats() const;
+    // The RPC handlers without a network, as caller "" (a server with tokens refuses them: UNAUTHENTICATED):
+    // for fuzzing the message handling (tests/fuzz/fuzz_collab.cpp). Works before start().
+    grpc::Status open_local(const v1::OpenSessionRequest& req, v1::OpenSessionResponse* resp);
+    grpc::Status verify_local(const v1::VerifyRequest& req, v1::VerifyResponse* resp);
+    grpc::Status forward_local(const v1::ForwardRequest& req, v1::ForwardResponse* resp);
+    grpc::Status close_local(const std::string& session_id);
     // Runs f with the target model to itself, between batched passes (the HTTP API's target-only decoding).
     void exclusive(const std::function<void()>& f);
     int32_t kv_regions() const;
