@@ -312,7 +312,7 @@ void fill_row(uint64_t tensor_key, int64_t r, double std, float* out, int64_t k)
 synth_result synth_model(const synth_shape& s, dtype type, uint64_t seed, const std::string& path,
                          const std::function<void(int64_t, int64_t)>& progress) {
     if (type != dtype::f32 && type != dtype::f16 && !quantize_supported(type)) {
-        bad_arg("unsupported type " + std::string(dtype_name(type)) + " (supported: f32, f16, q8_0, q4_0)");
+        bad_arg("unsupported type " + std::string(dtype_name(type)) + " (supported: f32, f16, q8_0, q4_0, q4_k, q6_k)");
     }
     synth_check_shape(s);
     const int64_t d = s.n_embd, L = s.n_layer, ff = s.n_ff, V = s.n_vocab;
@@ -326,8 +326,8 @@ synth_result synth_model(const synth_shape& s, dtype type, uint64_t seed, const 
         if (ne.size() < 2) {
             t = dtype::f32;
         } else if (std::string why; (t = matrix_quant_type(name, ne[0], type, &why)) != type) {
-            log().warn("{}, kept as f32", why);
-            res.fallbacks.push_back(why + ", kept as f32");
+            res.fallbacks.push_back(fallback_note(why, t));
+            log().warn("{}", res.fallbacks.back());
         }
         plan.push_back({std::move(name), std::move(ne), std, t});
     };
@@ -358,8 +358,14 @@ synth_result synth_model(const synth_shape& s, dtype type, uint64_t seed, const 
                                                std::to_string(ff) + "-v" + std::to_string(V);
     w.set_string("general.architecture", "llama");
     w.set_string("general.name", model_name);
-    // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7.
-    w.set_u32("general.file_type", type == dtype::f32 ? 0u : type == dtype::f16 ? 1u : type == dtype::q4_0 ? 2u : 7u);
+    // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_Q4_K_S 14, MOSTLY_Q6_K 18.
+    const uint32_t ftype = type == dtype::f32    ? 0u
+                           : type == dtype::f16  ? 1u
+                           : type == dtype::q4_0 ? 2u
+                           : type == dtype::q8_0 ? 7u
+                           : type == dtype::q4_k ? 14u
+                                                 : 18u;
+    w.set_u32("general.file_type", ftype);
     if (quantize_supported(type)) w.set_u32("general.quantization_version", 2);
     w.set_u64("tandem.synth.seed", seed);
     w.set_u32("llama.context_length", uint32_t(s.n_ctx));

@@ -50,21 +50,22 @@ struct synth_result {
     int64_t n_params = 0;  // elements over all tensors
     int64_t n_tensors = 0;
     int64_t n_quantized = 0;  // matrices written in the requested type
-    // "name: reason" for each matrix that could not take a block type and was written as F32.
+    // "name: reason, written as TYPE" for each matrix that could not take the block type (see matrix_quant_type).
     std::vector<std::string> fallbacks;
 };
 
 // Writes a GGUF llama model of shape `s` to `path` (atomically). Per-tensor types follow `tandem quantize`:
 // norms are F32; every matrix (token_embd and output included) is `type`, except that a matrix whose rows are
-// not whole 32-element blocks falls back to F32 under q8_0/q4_0 (listed in the result, logged by the "synth"
-// logger). Weights are a bell-shaped (Irwin-Hall, 4 terms) distribution with std: token_embd 1;
-// attn_q/k/v, ffn_gate/up and output 1/sqrt(fan_in); attn_output and ffn_down 1/sqrt(fan_in * 2 * n_layer);
-// norms are 1. Each row is drawn from a generator keyed by (seed, tensor name, row), so the file is a pure
-// function of (shape, type, seed). Tensors are generated and converted one at a time; the file's tensor data
-// is held in memory in the target type until the write (the full model is never held in F32 unless the type is
-// f32). progress(done, total) is called after each tensor; the write follows the last call.
-// Throws tandem::error: TANDEM_ERR_INVALID_ARGUMENT for a bad shape or a type other than f32, f16, q8_0, q4_0;
-// TANDEM_ERR_IO if the file cannot be written.
+// not whole blocks falls back by matrix_quant_type (engine/quantize_model.h: q4_k -> q4_0, q6_k -> q8_0, else
+// F32; listed in the result, logged by the "synth" logger). Unlike `tandem quantize`, q4_0 keeps output.weight
+// in q4_0 too, so synth q4_0 files load on backends without K-quants. Weights are a bell-shaped (Irwin-Hall, 4 terms)
+// distribution with std: token_embd 1; attn_q/k/v, ffn_gate/up and output 1/sqrt(fan_in); attn_output and ffn_down
+// 1/sqrt(fan_in * 2 * n_layer); norms are 1. Each row is drawn from a generator keyed by (seed, tensor name, row), so
+// the file is a pure function of (shape, type, seed). Tensors are generated and converted one at a time; the file's
+// tensor data is held in memory in the target type until the write (the full model is never held in F32 unless the type
+// is f32). progress(done, total) is called after each tensor; the write follows the last call. Throws tandem::error:
+// TANDEM_ERR_INVALID_ARGUMENT for a bad shape or a type other than f32, f16, q8_0, q4_0, q4_k, q6_k; TANDEM_ERR_IO if
+// the file cannot be written.
 synth_result synth_model(const synth_shape& s, dtype type, uint64_t seed, const std::string& path,
                          const std::function<void(int64_t, int64_t)>& progress = {});
 

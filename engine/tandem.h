@@ -68,9 +68,12 @@ tandem_status tandem_convert_llama2c(const char* checkpoint, const char* tokeniz
 
 /* Progress of a long call: `done` of `total` steps (tensors, windows). */
 typedef void (*tandem_progress_fn)(int64_t done, int64_t total, void* user);
-/* Quantize a GGUF model's matrices to `type` ("q8_0" or "q4_0") and write `out` (all metadata copied, general.file_type
- * set). Norms stay F32; a matrix whose rows are not whole 32-element blocks is written as F32 and logged, or with
- * pure != 0 refused (TANDEM_ERR_INVALID_ARGUMENT). progress (may be NULL) is called once per tensor. */
+/* Quantize a GGUF model's matrices to `type` ("q8_0", "q4_0", "q4_k", "q6_k", or "q4_k_m" for llama.cpp's Q4_K_M mix)
+ * and write `out` (all metadata copied, general.file_type set). Norms stay F32; under q4_0 the output projection is
+ * written as q6_k when its rows allow (llama.cpp's default). A matrix whose rows are not whole blocks (32 elements,
+ * 256 for the K-quants) falls back (q4_k to q4_0, q6_k to q8_0 when rows are whole 32-element blocks, else F32) and
+ * is logged, or with pure != 0 (every matrix in `type`) refused (TANDEM_ERR_INVALID_ARGUMENT). progress (may be
+ * NULL) is called once per tensor. */
 tandem_status tandem_quantize(const char* in, const char* out, const char* type, int pure, tandem_progress_fn progress,
                               void* user);
 
@@ -83,7 +86,7 @@ tandem_status tandem_quantize(const char* in, const char* out, const char* type,
 typedef struct tandem_synth_params {
     const char* shape;
     int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
-    const char* type; /* "f32", "f16", "q8_0" or "q4_0" */
+    const char* type; /* "f32", "f16", "q8_0", "q4_0", "q4_k" or "q6_k" */
     uint64_t seed;    /* the file is a pure function of (shape, type, seed) */
 } tandem_synth_params;
 /* progress (may be NULL) is called once per tensor; the file is written (atomically) after the last call. */

@@ -177,13 +177,14 @@ tandem_status tandem_quantize(const char* in, const char* out, const char* type,
                               void* user) {
     return guarded([&] {
         require(in && out && type, "tandem_quantize: null argument");
-        const std::string t = type;
-        if (t != "q8_0" && t != "q4_0") {
-            throw tandem::error(TANDEM_ERR_INVALID_ARGUMENT, "tandem_quantize: unknown type '" + t + "' (q8_0, q4_0)");
+        const auto target = tandem::parse_quant_target(type);
+        if (!target) {
+            throw tandem::error(TANDEM_ERR_INVALID_ARGUMENT, "tandem_quantize: unknown type '" + std::string(type) +
+                                                                 "' (q8_0, q4_0, q4_k, q6_k, q4_k_m)");
         }
         std::function<void(int64_t, int64_t)> cb;
         if (progress) cb = [&](int64_t d, int64_t n) { progress(d, n, user); };
-        tandem::quantize_model(in, out, t == "q8_0" ? tandem::dtype::q8_0 : tandem::dtype::q4_0, pure != 0, cb);
+        tandem::quantize_model(in, out, *target, pure != 0, cb);
     });
 }
 
@@ -191,20 +192,17 @@ tandem_status tandem_synth(const tandem_synth_params* params, const char* out_pa
                            void* user) {
     return guarded([&] {
         require(params && out_path, "tandem_synth: null argument");
-        require(params->type, "tandem_synth: no type (f32, f16, q8_0, q4_0)");
+        require(params->type, "tandem_synth: no type (f32, f16, q8_0, q4_0, q4_k, q6_k)");
         const std::string t = params->type;
-        tandem::dtype type;
-        if (t == "f32") {
-            type = tandem::dtype::f32;
-        } else if (t == "f16") {
-            type = tandem::dtype::f16;
-        } else if (t == "q8_0") {
-            type = tandem::dtype::q8_0;
-        } else if (t == "q4_0") {
-            type = tandem::dtype::q4_0;
-        } else {
+        tandem::dtype type = tandem::dtype::f32;
+        bool known = false;
+        for (tandem::dtype c : {tandem::dtype::f32, tandem::dtype::f16, tandem::dtype::q8_0, tandem::dtype::q4_0,
+                                tandem::dtype::q4_k, tandem::dtype::q6_k}) {
+            if (t == tandem::dtype_name(c)) type = c, known = true;
+        }
+        if (!known) {
             throw tandem::error(TANDEM_ERR_INVALID_ARGUMENT,
-                                "tandem_synth: unknown type '" + t + "' (f32, f16, q8_0, q4_0)");
+                                "tandem_synth: unknown type '" + t + "' (f32, f16, q8_0, q4_0, q4_k, q6_k)");
         }
         tandem::synth_shape o;
         o.n_embd = params->n_embd;

@@ -301,7 +301,7 @@ TEST_F(quant_model, cli_quantize) {
     EXPECT_NE(text.find("blk.0.ffn_down.weight: row length 172"), std::string::npos) << text;
     EXPECT_NE(text.find("48/48 tensors"), std::string::npos) << text;
     EXPECT_EQ(gguf_file::open(out).find_tensor("blk.0.attn_q.weight")->type, dtype::q4_0);
-    EXPECT_EQ(tandem_quantize(test::model_path("stories260K.gguf").c_str(), out.c_str(), "q4_k", 0, nullptr, nullptr),
+    EXPECT_EQ(tandem_quantize(test::model_path("stories260K.gguf").c_str(), out.c_str(), "q5_k", 0, nullptr, nullptr),
               TANDEM_ERR_INVALID_ARGUMENT);
 }
 

@@ -318,7 +318,8 @@ TEST(synth_shapes, bad_arguments_are_refused_by_name) {
     p.shape = "15m";
     p.type = "q5_k";
     EXPECT_EQ(tandem_synth(&p, "/tmp/unused.gguf", nullptr, nullptr), TANDEM_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(tandem_last_error()).find("unknown type 'q5_k' (f32, f16, q8_0, q4_0)"), std::string::npos)
+    EXPECT_NE(std::string(tandem_last_error()).find("unknown type 'q5_k' (f32, f16, q8_0, q4_0, q4_k, q6_k)"),
+              std::string::npos)
         << tandem_last_error();
     p.type = nullptr;
     EXPECT_EQ(tandem_synth(&p, "/tmp/unused.gguf", nullptr, nullptr), TANDEM_ERR_INVALID_ARGUMENT);
@@ -383,9 +384,9 @@ TEST_F(synth, c_api_and_cli) {
     std::tie(code, text) = run_cli("synth --dim 64 --layers 2 -t q8_0 -o " + path("never"));
     EXPECT_EQ(code, 1) << text;
     EXPECT_NE(text.find("missing: --heads, --ffn, --vocab"), std::string::npos) << text;
-    std::tie(code, text) = run_cli("synth --shape 15m -t q4_k -o " + path("never"));
+    std::tie(code, text) = run_cli("synth --shape 15m -t q5_k -o " + path("never"));
     EXPECT_NE(code, 0) << text;
-    EXPECT_NE(text.find("q4_k"), std::string::npos) << text;
+    EXPECT_NE(text.find("q5_k"), std::string::npos) << text;
     EXPECT_FALSE(std::filesystem::exists(path("never")));
 }
 

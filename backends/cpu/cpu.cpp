@@ -82,7 +82,8 @@ class cpu_backend final : public host_memory_backend {
     std::string name() const override { return "cpu"; }
 
     bool supports(op o, dtype t) const override {
-        // The same matrix as cpu_ref: f32/f16/q8_0/q4_0 weights (get_rows, matmul), f32/f16 caches (attention, kv_*).
+        // The same matrix as cpu_ref: f32/f16/q8_0/q4_0/q4_k/q6_k weights (get_rows, matmul), f32/f16 caches
+        // (attention, kv_*).
         switch (o) {
             case op::get_rows:
             case op::matmul:

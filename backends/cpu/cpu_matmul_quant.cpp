@@ -221,9 +221,10 @@ void matmul_q(thread_pool& pool, const uint8_t* w, const act_block* x, float* ou
 
 }  // namespace
 
-bool quant_supported(dtype t) { return t == dtype::q8_0 || t == dtype::q4_0; }
+bool quant_supported(dtype t) { return t == dtype::q8_0 || t == dtype::q4_0 || kquant_supported(t); }
 
 void matmul_quant(thread_pool& pool, const tensor& w, const tensor& x, const tensor& out) {
+    if (kquant_supported(w.type)) return matmul_kquant(pool, w, x, out);
     const int64_t k = w.ne[0], n = w.nrows(), m = x.nrows();
     if (!quant_supported(w.type)) {
         throw error(TANDEM_ERR_UNSUPPORTED, "cpu matmul: weight type " + std::string(dtype_name(w.type)));
@@ -252,7 +253,8 @@ void matmul_quant(thread_pool& pool, const tensor& w, const tensor& x, const ten
 void get_rows_quant(thread_pool& pool, const tensor& table, const int32_t* ids, const tensor& out) {
     const int64_t k = table.ne[0], m = out.nrows();
     const size_t rb = table.row_bytes();
-    // One row at a time from its blocks: no more than the requested rows is ever dequantized.
+    // One row at a time from its blocks (any type dequantize_row knows, K-quants included): no more than the
+    // requested rows is ever dequantized.
     pool.parallel_for(m, grain(k), [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
             dequantize_row(table.type, table.host<const uint8_t>() + size_t(ids[r]) * rb, out.host<float>() + r * k, k);

@@ -22,11 +22,17 @@ void matmul(thread_pool& pool, const tensor& w, const tensor& x, const tensor& o
 // Sets OpenBLAS's (process-wide) thread count.
 void set_blas_threads(int n);
 
-// cpu_matmul_quant.cpp: Q8_0 / Q4_0 weights read block by block (activations quantized to Q8 per call).
+// cpu_matmul_quant.cpp: Q8_0 / Q4_0 weights read block by block (activations quantized to Q8 per call);
+// quant_supported and matmul_quant also cover the K-quants, handed on to matmul_kquant.
 bool quant_supported(dtype t);
 void matmul_quant(thread_pool& pool, const tensor& w, const tensor& x, const tensor& out);
 // out[m] = table[ids[m]] dequantized; ids already checked against the table.
 void get_rows_quant(thread_pool& pool, const tensor& table, const int32_t* ids, const tensor& out);
+
+// cpu_matmul_kquant.cpp: Q4_K / Q6_K weights read super-block by super-block (activations quantized to Q8_K-like
+// blocks of 256 per call). Rows must be whole super-blocks (256 elements).
+bool kquant_supported(dtype t);
+void matmul_kquant(thread_pool& pool, const tensor& w, const tensor& x, const tensor& out);
 
 // cpu_attention.cpp: fused one-pass attention over the visible slots of each row.
 void attention(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,

@@ -30,9 +30,11 @@ action add_synth(CLI::App& app) {
         "stay finite through every layer; the model's output is not meaningful text. The vocabulary is synthetic "
         "but valid (<unk>, <s>, </s>, 256 byte tokens, then word pieces, some made up), so prompts encode and "
         "decode; it depends on --vocab only, so two synth models of equal vocab can pair for speculative decoding "
-        "(with about zero acceptance: the weights are unrelated).\n\nPer-tensor types follow `tandem quantize`: "
-        "norms stay f32, and under q8_0/q4_0 a matrix whose rows are not whole 32-element blocks stays f32 (with a "
-        "note). Tensor data is held in memory in TYPE until the file is written (tinyllama-1.1b: about 0.6 GB in "
+        "(with about zero acceptance: the weights are unrelated).\n\nPer-tensor types: norms stay f32 and every "
+        "matrix is TYPE, output.weight included (`tandem quantize` q4_0 would write it in q6_k); a matrix whose rows "
+        "are not whole blocks (32 elements, 256 for q4_k/q6_k) falls back as in `tandem quantize` (q4_k to q4_0, q6_k "
+        "to q8_0, else f32), with a note. Tensor data is held in memory in TYPE until the file is written "
+        "(tinyllama-1.1b: about 0.6 GB in "
         "q4_0, 4.4 GB in f32).");
     cmd->add_option("--shape", o->shape, "Named shape (listed below)");
     cmd->add_option("--dim", o->dim, "Model width (embedding length); heads must divide it")
@@ -50,9 +52,9 @@ action add_synth(CLI::App& app) {
                     "Context length written to the file, the default KV size (default: the "
                     "shape's, 2048 for a custom shape)")
         ->check(CLI::PositiveNumber);
-    cmd->add_option("-t,--type", o->type, "Weight type: f32, f16, q8_0 or q4_0")
+    cmd->add_option("-t,--type", o->type, "Weight type: f32, f16, q8_0, q4_0, q4_k or q6_k")
         ->required()
-        ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}));
+        ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"}));
     cmd->add_option("-o,--output", o->output, "Output GGUF path (written atomically)")->required();
     cmd->add_option("--seed", o->seed, "Seed of the weights")->capture_default_str();
     return [o] {
