@@ -22,10 +22,9 @@ batch_verifier::batch_verifier(const model& target, int64_t seq_capacity, int32_
     if (seq_capacity < 2) throw error(TANDEM_ERR_INVALID_ARGUMENT, "sequence capacity must be at least 2 tokens");
 }
 
-batch_verifier::~batch_verifier() {
-    for (verify_sequence* s : owner_)
-        if (s) s->region = -1;
-}
+// Sequences still holding a region are not touched: they may already be gone (a server destroys its sessions
+// before its verifier); a sequence that outlives its verifier must not be verified again.
+batch_verifier::~batch_verifier() = default;
 
 void batch_verifier::start(verify_sequence& s, std::span<const int32_t> prompt) {
     if (prompt.empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "the prompt needs at least one token (BOS)");
