@@ -42,3 +42,48 @@ inline float hsum8(float8 v) {
     float4 s = v.lo + v.hi;
     return (s.x + s.y) + (s.z + s.w);
 }
+
+// ---- quantized weight blocks (GGUF Q8_0 / Q4_0; byte layouts in backends/cpu/dequant.cpp) ----
+// Blocks are 34 and 18 bytes, so they sit at any even byte offset: scales are assembled from bytes and quants
+// come through vload16 of char/uchar (element alignment 1), never through wider pointer casts.
+#define QK 32
+#define Q8_0_BYTES 34
+#define Q4_0_BYTES 18
+
+// The f32 value of binary16 bits (exact for every value: subnormals, infinities and NaNs too).
+inline float half_bits_to_float(uint h) {
+    const uint sign = (h & 0x8000u) << 16, em = h & 0x7fffu;
+    uint r = (em << 13) + 0x38000000u;                                   // normal: rebias 15 -> 127
+    if (em >= 0x7c00u) r = (em << 13) | 0x7f800000u;                     // inf / nan
+    if (em < 0x400u) r = as_uint(convert_float(em) * 5.9604644775390625e-8f);  // subnormal: mantissa * 2^-24
+    return as_float(r | sign);
+}
+
+inline float block_scale(__global const uchar* b) { return half_bits_to_float((uint)b[0] | ((uint)b[1] << 8)); }
+
+// Half h (0: elements 0..15, 1: elements 16..31) of a block, dequantized. d * q is exact in f32 (an fp16
+// times an integer of at most 8 bits), the same value cpu_ref's dequantize_row computes.
+inline float16 dequant_half(__global const uchar* b, int h, const int is_q4) {
+    const float d = block_scale(b);
+    if (is_q4) {  // byte j: element j in the low nibble, element j + 16 in the high one
+        const uchar16 q = vload16(0, b + 2);
+        return d * (convert_float16(h ? q >> (uchar16)4 : q & (uchar16)0x0f) - 8.f);
+    }
+    return d * convert_float16(vload16(h, (__global const char*)(b + 2)));
+}
+
+// Both halves of a block with one scale load.
+inline void dequant_block(__global const uchar* b, float16* lo, float16* hi, const int is_q4) {
+    const float d = block_scale(b);
+    if (is_q4) {
+        const uchar16 q = vload16(0, b + 2);
+        *lo = d * (convert_float16(q & (uchar16)0x0f) - 8.f);
+        *hi = d * (convert_float16(q >> (uchar16)4) - 8.f);
+    } else {
+        __global const char* q = (__global const char*)(b + 2);
+        *lo = d * convert_float16(vload16(0, q));
+        *hi = d * convert_float16(vload16(1, q));
+    }
+}
+
+inline float hsum16(float16 v) { return hsum8(v.lo + v.hi); }

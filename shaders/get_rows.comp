@@ -1,4 +1,6 @@
-// get_rows_<table>_f32: out[m][k] = table[ids[m]][k] as f32, one element per invocation.
+// get_rows_<table>_f32: out[m][k] = table[ids[m]][k] as f32, one element per invocation. Q8_0 / Q4_0 tables
+// (TABLE_Q8_0, TABLE_Q4_0; t_off in bytes) are decoded in place from 32-bit words (shaders/include/quant.glsl):
+// the block's scale and the element's byte, two loads at most.
 // The table may be bound in chunks of rows [row0, row0 + n_rows) (maxStorageBufferRange): each dispatch
 // writes the rows whose id falls in its chunk. Ids outside the whole table set ERR_GET_ROWS_ID and give zeros.
 #version 450
@@ -7,7 +9,11 @@
 
 layout(local_size_x_id = 0) in;
 
-#if defined(TABLE_F16)
+#if defined(TABLE_Q8_0) || defined(TABLE_Q4_0)
+layout(std430, binding = 0) readonly buffer T { uint table[]; };
+#define QW(i) table[i]
+#include "quant.glsl"
+#elif defined(TABLE_F16)
 layout(std430, binding = 0) readonly buffer T { uint table[]; };
 #else
 layout(std430, binding = 0) readonly buffer T { float table[]; };
@@ -37,10 +43,24 @@ void main() {
         return;
     }
     if (uint(id) < pc.row0 || uint(id) >= pc.row0 + pc.n_rows) return;
+#if defined(TABLE_Q8_0) || defined(TABLE_Q4_0)
+    const uint c = k % QK;  // element c of block k / QK
+#if defined(TABLE_Q8_0)
+    const uint b = pc.t_off + ((uint(id) - pc.row0) * (pc.k / QK) + k / QK) * Q8_0_BYTES;
+    const uint e = b + 2u + c;
+    const float q = float(bitfieldExtract(int(QW(e >> 2u)), int(8u * (e & 3u)), 8));
+#else
+    const uint b = pc.t_off + ((uint(id) - pc.row0) * (pc.k / QK) + k / QK) * Q4_0_BYTES;
+    const uint e = b + 2u + c % 16u;  // element c: low nibble of byte c, element c + 16: its high nibble
+    const float q = float(bitfieldExtract(QW(e >> 2u), int(8u * (e & 3u) + (c < 16u ? 0u : 4u)), 4)) - 8.0;
+#endif
+    o[pc.o_off + i] = q_scale(b) * q;
+#else
     const uint e = pc.t_off + (uint(id) - pc.row0) * pc.k + k;
 #if defined(TABLE_F16)
     o[pc.o_off + i] = LOAD_F16(table, e);
 #else
     o[pc.o_off + i] = table[e];
+#endif
 #endif
 }

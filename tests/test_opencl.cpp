@@ -1,7 +1,8 @@
 // The OpenCL backend on its own: every op against cpu_ref on a few seeded random shapes (odd sizes, both GEMV
-// variants, both GEMM paths, f32/f16, a token tree plus a ragged two-session batch for attention), errors
-// detected on the device, the program cache (disk reuse, corrupt entries, compile errors naming file and
-// line), and the end-to-end story and perplexity. SKIPPED, with the reason, where no OpenCL platform exists.
+// variants, both GEMM paths, f32/f16/q8_0/q4_0, a token tree plus a ragged two-session batch for attention),
+// errors detected on the device, the program cache (disk reuse, corrupt entries, compile errors naming file and
+// line), and the end-to-end story and perplexity (f32, and stories260K quantized to q8_0 / q4_0 against cpu_ref
+// and cpu). SKIPPED, with the reason, where no OpenCL platform exists.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -23,6 +24,8 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
+#include "engine/quantize.h"
+#include "engine/quantize_model.h"
 #include "engine/session.h"
 #include "tests/common/test_util.h"
 #if TANDEM_WITH_OPENCL
@@ -88,16 +91,26 @@ struct harness {
 
     explicit harness(backend& b) : dut(b) {}
 
-    twin make(dtype t, std::array<int64_t, 4> ne, const void* data) {
+    // The backend's copy sits at byte `offset` of its buffer.
+    twin make(dtype t, std::array<int64_t, 4> ne, const void* data, size_t offset = k_view_offset) {
         twin w;
         const size_t bytes = dtype_row_bytes(t, ne[0]) * size_t(ne[1] * ne[2] * ne[3]);
         w.rbuf = ref->alloc(bytes);
-        w.dbuf = dut.alloc(bytes + 2 * k_view_offset);
+        w.dbuf = dut.alloc(bytes + offset + k_view_offset);
         ref->upload(*w.rbuf, 0, data, bytes);
-        dut.upload(*w.dbuf, k_view_offset, data, bytes);
+        dut.upload(*w.dbuf, offset, data, bytes);
         w.r = tensor{w.rbuf.get(), 0, t, ne};
-        w.d = tensor{w.dbuf.get(), k_view_offset, t, ne};
+        w.d = tensor{w.dbuf.get(), offset, t, ne};
         return w;
+    }
+    // Random [-1, 1] values quantized to a block type (q8_0 / q4_0), row by row, at byte `offset`.
+    twin quantized(dtype t, std::array<int64_t, 4> ne, size_t offset) {
+        const auto v = uniform(ne[0] * ne[1] * ne[2] * ne[3]);
+        const size_t rb = dtype_row_bytes(t, ne[0]);
+        std::vector<uint8_t> bytes(rb * size_t(ne[1] * ne[2] * ne[3]));
+        for (int64_t row = 0; row < ne[1] * ne[2] * ne[3]; ++row)
+            quantize_row(t, v.data() + row * ne[0], bytes.data() + size_t(row) * rb, ne[0]);
+        return make(t, ne, bytes.data(), offset);
     }
     std::vector<float> uniform(int64_t n, float lo = -1.f, float hi = 1.f) {
         std::uniform_real_distribution<float> u(lo, hi);
@@ -290,6 +303,45 @@ TEST(opencl_ops, matmul_f16_special_values_exact) {
         h.expect_close(out, 0, 0, "matmul f16 specials M=" + std::to_string(m));
     }
 }
+
+// Quantized weights under every variant (GEMV row / wg, GEMM dot / tiled; CLBlast has no quantized GEMM), with
+// blocks at byte offsets that are not multiples of 4 or 16, and get_rows from quantized tables.
+void check_quant_matmul(const std::string& gemv, const std::string& mm) {
+    scoped_env e1("TANDEM_OPENCL_GEMV", gemv), e2("TANDEM_OPENCL_MM", mm);
+    TANDEM_OPENCL_OR_SKIP(be);
+    harness h(*be);
+    // {K, N, M}: one block, blocks past the tile and work-group widths, long rows; M from decode to prefill.
+    const std::vector<std::array<int64_t, 3> > shapes = {{32, 7, 1},    {96, 33, 3},    {288, 65, 5}, {4096, 17, 1},
+                                                         {4160, 5, 2},  {256, 250, 8},  {64, 33, 9},  {512, 31, 130},
+                                                         {16384, 3, 1}, {128, 4099, 17}};
+    size_t i = 0;
+    for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+        for (const auto& [k, n, m] : shapes) {
+            const size_t offset = k_view_offset + 2 * (i++ % 8);  // 256 .. 270: every even start in 16 bytes
+            auto w = h.quantized(t, {k, n, 1, 1}, offset);
+            auto x = h.random(dtype::f32, {k, m, 1, 1});
+            auto out = h.output(dtype::f32, {n, m, 1, 1});
+            h.ref->matmul(w.r, x.r, out.r), be->matmul(w.d, x.d, out.d);
+            // d * q is exact in f32, so only the summation order differs from cpu_ref, whose sequential sum errs by
+            // ~ 3e-8 * K at most for the largest outputs (tests/backend_ops/cases_quant.cpp); a swapped nibble pair
+            // or a misread scale moves outputs by ~ 0.1 * sqrt(K). NMSE only with enough outputs: over a handful it
+            // measures how close the reference happens to be to zero.
+            h.expect_close(out, n * m >= 64 ? 1e-10 : 1.0, 5e-7 * double(k) + 1e-6,
+                           "matmul " + std::string(dtype_name(t)) + " gemv=" + gemv + " mm=" + mm +
+                               " KxNxM=" + shape({k, n, m}) + " at byte " + std::to_string(offset));
+        }
+        for (int64_t k : {32, 96, 4096}) {
+            auto table = h.quantized(t, {k, 7, 1, 1}, k_view_offset + 6);
+            auto ids = h.ints({4, 1, 1, 1}, {6, 0, 3, 6});
+            auto out = h.output(dtype::f32, {k, 4, 1, 1});
+            h.ref->get_rows(table.r, ids.r, out.r), be->get_rows(table.d, ids.d, out.d);
+            h.expect_close(out, 0, 0, "get_rows " + std::string(dtype_name(t)) + " K=" + std::to_string(k));  // exact
+        }
+    }
+}
+
+TEST(opencl_ops, matmul_quant_gemv_row_gemm_dot) { check_quant_matmul("row", "dot"); }
+TEST(opencl_ops, matmul_quant_gemv_wg_gemm_tiled) { check_quant_matmul("wg", "tiled"); }
 
 TEST(opencl_ops, attention_tree_and_ragged_batch) {
     TANDEM_OPENCL_OR_SKIP(be);
@@ -512,6 +564,85 @@ TEST(opencl_e2e, perplexity_matches_reference_and_cpu_ref) {
     EXPECT_NEAR(r.mean_nll(), r_ref.mean_nll(), r_ref.mean_nll() * 0.001);
 }
 
+// ---- (d) quantized models end to end: stories260K through quantize_model ----
+
+class opencl_quant_e2e : public ::testing::Test {
+ protected:
+    static void SetUpTestSuite() {
+        dir_ = std::filesystem::temp_directory_path() / ("tandem_test_opencl_quant_" + std::to_string(::getpid()));
+        std::filesystem::create_directories(dir_);
+        for (dtype t : {dtype::q8_0, dtype::q4_0})
+            quantize_model(test::model_path("stories260K.gguf"), path(t), t, false);
+    }
+    static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+    static std::string path(dtype t) {
+        return (dir_ / ("stories260K_" + std::string(dtype_name(t)) + ".gguf")).string();
+    }
+    static inline std::filesystem::path dir_;
+};
+
+// Greedy decoding from BOS: each step's token and the logits it was chosen from.
+struct greedy_run {
+    std::vector<int32_t> tokens;
+    std::vector<std::vector<float> > logits;
+};
+
+greedy_run greedy(const model& m, int n) {
+    sampling_params sp;
+    sp.temperature = 0;
+    session s(m, sp, 256);
+    const int32_t bos[1] = {m.tokenizer().bos()};
+    s.feed(bos);
+    greedy_run r;
+    for (int i = 0; i < n; ++i) {
+        r.logits.emplace_back(s.last_logits().begin(), s.last_logits().end());
+        r.tokens.push_back(s.step());
+    }
+    return r;
+}
+
+// 128 greedy tokens of the q8_0 and q4_0 models on OpenCL against cpu_ref, which computes the same products
+// (exact dequantization, f32 activations) in another order: the same tokens, and logits within 1e-3 at every
+// step (they reach ~15; summation order moves them by ~1e-5). A divergence is accepted only at a near-tie of
+// cpu_ref's two best logits (< 1e-3 apart), and is reported.
+TEST_F(opencl_quant_e2e, stories260k_greedy_matches_cpu_ref) {
+    const int n = 128;
+    for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+        TANDEM_OPENCL_OR_SKIP(be);
+        const greedy_run want = greedy(*model::load(path(t), make_backend("cpu_ref")), n);
+        const greedy_run got = greedy(*model::load(path(t), std::move(be)), n);
+        size_t same = 0;
+        while (same < size_t(n) && got.tokens[same] == want.tokens[same]) ++same;
+        double worst = 0;
+        for (size_t i = 0; i < std::min<size_t>(same + 1, size_t(n)); ++i)
+            for (size_t v = 0; v < want.logits[i].size(); ++v)
+                worst = std::max(worst, double(std::fabs(got.logits[i][v] - want.logits[i][v])));
+        EXPECT_LE(worst, 1e-3) << dtype_name(t) << ": logits over the first " << same + 1 << " steps";
+        std::printf("[ info     ] %s: %zu/%d greedy tokens equal to cpu_ref, max logit difference %.2e\n",
+                    std::string(dtype_name(t)).c_str(), same, n, worst);
+        if (same < size_t(n)) {
+            std::vector<float> l = want.logits[same];
+            std::partial_sort(l.begin(), l.begin() + 2, l.end(), std::greater<float>());
+            EXPECT_LT(l[0] - l[1], 1e-3) << dtype_name(t) << ": diverged at step " << same << " without a near-tie";
+        }
+    }
+}
+
+// Perplexity of the q8_0 model (first 60,000 characters, window 255) within 0.1% of cpu_ref's and of cpu's
+// (which also quantizes the activations to 8 bits, backends/cpu/cpu_matmul_quant.cpp).
+TEST_F(opencl_quant_e2e, stories260k_q8_0_perplexity_matches_cpu) {
+    TANDEM_OPENCL_OR_SKIP(be);
+    const std::string text = test::read_file(test::model_path("tinystories_valid_head.txt")).substr(0, 60000);
+    const auto r = perplexity(*model::load(path(dtype::q8_0), std::move(be)), text, 255);
+    for (const char* ref_name : {"cpu_ref", "cpu"}) {
+        const auto c = perplexity(*model::load(path(dtype::q8_0), make_backend(ref_name)), text, 255);
+        EXPECT_EQ(r.n_tokens, c.n_tokens);
+        EXPECT_NEAR(r.perplexity(), c.perplexity(), c.perplexity() * 0.001) << ref_name;
+        std::printf("[ info     ] q8_0 perplexity: opencl %.6f (%.2f s), %s %.6f (%.2f s), %lld tokens\n",
+                    r.perplexity(), r.seconds, ref_name, c.perplexity(), c.seconds, static_cast<long long>(r.n_tokens));
+    }
+}
+
 // ---- performance sanity (a report, not a test: run with --gtest_also_run_disabled_tests) ----
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -550,28 +681,43 @@ double host_read_gbps() {
     return best;
 }
 
+// n rows of k weights as benchmark data: f32/f16 bit patterns of finite values, or random quant bytes under a
+// fixed finite scale (0.01) for the block types.
+std::vector<uint8_t> bench_weights(dtype t, int64_t k, int64_t n, std::mt19937_64& gen) {
+    std::vector<uint8_t> host(dtype_row_bytes(t, k) * size_t(n));
+    if (t == dtype::f32 || t == dtype::f16) {
+        for (size_t i = 0; i < host.size(); i += 2) host[i] = uint8_t(gen()), host[i + 1] = 0x3c;  // finite values
+        return host;
+    }
+    for (auto& b : host) b = uint8_t(gen());
+    const size_t bb = dtype_row_bytes(t, 32);
+    const uint16_t d = fp32_to_fp16(0.01f);
+    for (size_t i = 0; i < host.size(); i += bb) std::memcpy(&host[i], &d, 2);
+    return host;
+}
+
 TEST(opencl_perf, DISABLED_gemv_gemm_report) {
     TANDEM_OPENCL_OR_SKIP(probe);
     probe.reset();
-    std::printf("host read bandwidth (1 thread, 256 MiB): %.1f GB/s\n", host_read_gbps());
+    const double host_gbs = host_read_gbps();
+    std::printf("host read bandwidth (1 thread, 256 MiB): %.1f GB/s\n", host_gbs);
     std::mt19937_64 gen(test::test_seed());
     std::uniform_real_distribution<float> u(-1.f, 1.f);
     for (const char* gemv : {"row", "wg"}) {
         scoped_env e("TANDEM_OPENCL_GEMV", gemv);
         auto be = make_backend("opencl");
         for (auto [k, n] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}}) {
-            for (dtype t : {dtype::f32, dtype::f16}) {
+            for (dtype t : {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0}) {
                 const size_t wbytes = dtype_row_bytes(t, k) * size_t(n);
-                std::vector<uint8_t> host(wbytes);
-                for (size_t i = 0; i < wbytes; i += 2) host[i] = uint8_t(gen()), host[i + 1] = 0x3c;  // finite values
+                const std::vector<uint8_t> host = bench_weights(t, k, n, gen);
                 auto wb = be->wrap_host(host.data(), wbytes);
                 auto xb = be->alloc(size_t(k) * 4), ob = be->alloc(size_t(n) * 4);
                 const tensor w{wb.get(), 0, t, {k, n, 1, 1}}, x{xb.get(), 0, dtype::f32, {k, 1, 1, 1}},
                     o{ob.get(), 0, dtype::f32, {n, 1, 1, 1}};
                 const double s = time_op(*be, 3, 15, [&] { be->matmul(w, x, o); });
-                std::printf("GEMV %-3s %s N=%lld K=%lld: %8.1f us  %6.1f GB/s\n", gemv,
+                std::printf("GEMV %-3s %-4s N=%lld K=%lld: %8.1f us  %6.1f GB/s of weights (%.2f x host read)\n", gemv,
                             std::string(dtype_name(t)).c_str(), (long long)n, (long long)k, s * 1e6,
-                            double(wbytes) / s / 1e9);
+                            double(wbytes) / s / 1e9, double(wbytes) / s / 1e9 / host_gbs);
             }
         }
     }
@@ -590,6 +736,25 @@ TEST(opencl_perf, DISABLED_gemv_gemm_report) {
             const double s = time_op(*be, 1, reps, [&] { be->matmul(w, x, o); });
             std::printf("GEMM %-7s f32 M=%lld N=%lld K=%lld: %8.2f ms  %6.1f GFLOP/s\n", gemm, (long long)m,
                         (long long)n, (long long)k, s * 1e3, 2.0 * double(m * n * k) / s / 1e9);
+        }
+    }
+    // Quantized GEMM (our kernels: CLBlast has none), M=512 N=K=4096.
+    {
+        auto be = make_backend("opencl");
+        const int64_t m = 512, n = 4096, k = 4096;
+        std::vector<float> hx(size_t(k * m));
+        for (auto& v : hx) v = u(gen);
+        auto xb = be->wrap_host(hx.data(), hx.size() * 4);
+        auto ob = be->alloc(size_t(m * n) * 4);
+        for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+            const std::vector<uint8_t> host = bench_weights(t, k, n, gen);
+            auto wb = be->wrap_host(host.data(), host.size());
+            const tensor w{wb.get(), 0, t, {k, n, 1, 1}}, x{xb.get(), 0, dtype::f32, {k, m, 1, 1}},
+                o{ob.get(), 0, dtype::f32, {n, m, 1, 1}};
+            const double s = time_op(*be, 1, 3, [&] { be->matmul(w, x, o); });
+            std::printf("GEMM tandem  %s M=%lld N=%lld K=%lld: %8.2f ms  %6.1f GFLOP/s\n",
+                        std::string(dtype_name(t)).c_str(), (long long)m, (long long)n, (long long)k, s * 1e3,
+                        2.0 * double(m * n * k) / s / 1e9);
         }
     }
 }

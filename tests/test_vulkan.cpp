@@ -1,8 +1,9 @@
 // The Vulkan backend on this machine's Vulkan device (lavapipe in CI): every op against cpu_ref on odd sizes
 // and on sizes that would cross lavapipe's silent 65,535-loop-iteration limit if one invocation looped over
 // them, on both memory paths (host-mapped, and forced staging), stream-order semantics, errors reported by
-// the device, device selection, the pipeline cache, end-to-end generation and perplexity, and a run under
-// the Khronos validation layer. Every test SKIPs with the reason when no Vulkan device exists.
+// the device, device selection, the pipeline cache, end-to-end generation and perplexity (f32, and stories260K
+// quantized to q8_0 / q4_0 against cpu_ref and cpu), and a run under the Khronos validation layer. Every test
+// SKIPs with the reason when no Vulkan device exists.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -28,6 +29,8 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
+#include "engine/quantize.h"
+#include "engine/quantize_model.h"
 #include "engine/session.h"
 #include "tests/common/test_util.h"
 
@@ -107,6 +110,16 @@ class rng {
     std::mt19937_64 g_;
 };
 
+// Random [-1, 1] values quantized to a block type (q8_0 / q4_0), row by row.
+host_tensor quantized(rng& r, dtype t, ne4 ne) {
+    const auto v = r.floats(count(ne));
+    const size_t rb = dtype_row_bytes(t, ne[0]);
+    host_tensor h{t, ne, std::vector<uint8_t>(rb * size_t(ne[1] * ne[2] * ne[3]))};
+    for (int64_t row = 0; row < ne[1] * ne[2] * ne[3]; ++row)
+        quantize_row(t, v.data() + row * ne[0], h.bytes.data() + size_t(row) * rb, ne[0]);
+    return h;
+}
+
 // Each tensor gets its own buffer at a non-zero offset: either awkward (not a multiple of 16 bytes; odd
 // element offsets for f16), so a backend that ignores tensor::offset or assumes aligned bindings fails, or
 // 16-byte aligned, which lets the kernels take their 4-element (texel) paths.
@@ -159,6 +172,43 @@ double max_error(backend& dut, const std::vector<host_tensor>& args, const std::
     }
     return worst;
 }
+
+// Runs op on cpu_ref and on dut with args[i] placed at byte offsets[i]; the worst |ref - dut| over the outputs.
+double max_error_at(backend& dut, const std::vector<host_tensor>& args, const std::vector<size_t>& offsets,
+                    const std::vector<int>& outputs, const op_fn& op) {
+    auto ref = make_backend("cpu_ref");
+    std::vector<placed> pr, pd;
+    std::vector<tensor> tr, td;
+    for (size_t i = 0; i < args.size(); ++i) {
+        for (auto* side : {&pr, &pd}) {
+            backend& b = side == &pr ? *ref : dut;
+            placed p;
+            p.buf = b.alloc(offsets[i] + args[i].bytes.size() + 12);
+            b.upload(*p.buf, offsets[i], args[i].bytes.data(), args[i].bytes.size());
+            p.t = tensor{p.buf.get(), offsets[i], args[i].type, args[i].ne};
+            (side == &pr ? tr : td).push_back(p.t);
+            side->push_back(std::move(p));
+        }
+    }
+    op(*ref, tr);
+    op(dut, td);
+    dut.synchronize();
+    double worst = 0;
+    for (int o : outputs) {
+        const auto a = to_floats(fetch(*ref, pr[size_t(o)])), b = to_floats(fetch(dut, pd[size_t(o)]));
+        for (size_t i = 0; i < a.size(); ++i) {
+            if (std::isnan(b[i]) != std::isnan(a[i])) return INFINITY;
+            if (!std::isnan(a[i]) && a[i] != b[i]) worst = std::max(worst, double(std::abs(a[i] - b[i])));
+        }
+    }
+    return worst;
+}
+
+// The tolerance of a quantized matmul against cpu_ref: d * q is exact in f32, so only the order of the f32
+// sums differs; cpu_ref's sequential sum of K products (|w|, |x| <= 1) errs by ~ 3e-8 * K at most for the
+// largest outputs (tests/backend_ops/cases_quant.cpp derives it), while a swapped nibble pair or a misread
+// scale moves outputs by ~ 0.1 * sqrt(K).
+double quant_tolerance(int64_t k) { return 5e-7 * double(k) + 1e-6; }
 
 // ---- the fixture: one backend per memory path ----
 
@@ -468,6 +518,75 @@ TEST_P(vulkan_ops, splits_forced_by_a_small_loop_budget) {
     }
 }
 
+// Q8_0 / Q4_0 weights: blocks start at any even byte, so the weights sit at every even offset inside a 16-byte
+// texel (both halves of a 32-bit word; R0 of the texel shader), with the activations 16-byte aligned (texel
+// paths) or not (storage paths). K: one block, not whole 8-block groups (96, 288), whole groups (256, 4096) and
+// 16,384 (long rows under lavapipe's loop limit); N up to 131,072 (a large vocabulary: grids past 65,535
+// groups per dimension on some paths); M from decode to the tiled / chunked paths.
+TEST_P(vulkan_ops, quant_matmul_offsets_long_rows_and_get_rows) {
+    struct shape {
+        int64_t k, n, m;
+    };
+    std::vector<shape> shapes = {{32, 7, 1},    {96, 33, 5},   {288, 65, 9},    {256, 250, 17}, {4096, 33, 3},
+                                 {16384, 7, 1}, {16384, 5, 9}, {64, 131072, 1}, {512, 31, 300}};
+    shapes.push_back({r_.integer(1, 40) * 32, r_.integer(1, 99) * 2 + 1, r_.integer(1, 70)});
+    const size_t w_offsets[] = {16, 18, 22, 30, 34, 258};
+    size_t i = 0;
+    for (dtype wt : {dtype::q8_0, dtype::q4_0}) {
+        for (const auto& s : shapes) {
+            const size_t w_off = w_offsets[i % 6], x_off = i % 3 == 2 ? 20 : 16;
+            ++i;
+            const double err = max_error_at(
+                be(),
+                {quantized(r_, wt, {s.k, s.n, 1, 1}), r_.tensor(dtype::f32, {s.k, s.m, 1, 1}),
+                 r_.tensor(dtype::f32, {s.n, s.m, 1, 1})},
+                {w_off, x_off, 16}, {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); });
+            EXPECT_LE(err, quant_tolerance(s.k))
+                << trace("matmul_" + std::string(dtype_name(wt)) + "_f32 K=" + std::to_string(s.k) +
+                         " N=" + std::to_string(s.n) + " M=" + std::to_string(s.m) + " w at byte " +
+                         std::to_string(w_off) + ", x at byte " + std::to_string(x_off));
+        }
+        for (auto [k, rows] : {std::pair<int64_t, int64_t>{32, 131072}, {96, 7}, {4096, 5}}) {
+            const std::vector<int32_t> ids = {int32_t(rows - 1), 0, int32_t(rows / 2), int32_t(rows - 1)};
+            for (size_t off : {16, 18, 22}) {
+                // d * q in f32 is exact: bit-identical to cpu_ref.
+                EXPECT_EQ(max_error_at(be(),
+                                       {quantized(r_, wt, {k, rows, 1, 1}), ints({4, 1, 1, 1}, ids),
+                                        r_.tensor(dtype::f32, {k, 4, 1, 1})},
+                                       {off, 16, 16}, {2},
+                                       [](backend& b, const std::vector<tensor>& t) { b.get_rows(t[0], t[1], t[2]); }),
+                          0)
+                    << trace("get_rows_" + std::string(dtype_name(wt)) + "_f32 K=" + std::to_string(k) +
+                             " rows=" + std::to_string(rows) + " at byte " + std::to_string(off));
+            }
+        }
+    }
+}
+
+// A loop budget of 70 (6 iterations per dispatch) splits every quantized path along K: whole blocks, whole
+// 8-block groups (K % 256 == 0 on the texel path), TPR blocks per iteration (GPU matrix-vector).
+TEST_P(vulkan_ops, quant_splits_forced_by_a_small_loop_budget) {
+    scoped_env budget("TANDEM_VULKAN_LOOP_BUDGET", "70");
+    scoped_env staging("TANDEM_VULKAN_FORCE_STAGING", staging_path() ? "1" : nullptr);
+    scoped_env kernels("TANDEM_VULKAN_KERNELS", kernel_family());
+    std::string why;
+    auto small = try_vulkan("vulkan", why);
+    if (!small) GTEST_SKIP() << why;
+    for (dtype wt : {dtype::q8_0, dtype::q4_0}) {
+        for (int64_t m : {1, 9, 17}) {
+            for (int64_t k : {4160, 8192}) {
+                const double err = max_error_at(
+                    *small,
+                    {quantized(r_, wt, {k, 5, 1, 1}), r_.tensor(dtype::f32, {k, m, 1, 1}),
+                     r_.tensor(dtype::f32, {5, m, 1, 1})},
+                    {18, 16, 16}, {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); });
+                EXPECT_LE(err, quant_tolerance(k)) << trace("split-K matmul_" + std::string(dtype_name(wt)) +
+                                                            " K=" + std::to_string(k) + " M=" + std::to_string(m));
+            }
+        }
+    }
+}
+
 // Dependent ops recorded back to back without a host wait: the barriers between them must order them.
 TEST_P(vulkan_ops, dependent_chain_in_one_submit) {
     const int64_t k = 96, n = 96, m = 3;
@@ -644,7 +763,105 @@ TEST(vulkan_e2e, perplexity_matches_cpu_ref) {
                 r.seconds, c.mean_nll(), c.seconds, static_cast<long long>(r.n_tokens));
 }
 
+// ---- quantized models end to end: stories260K through quantize_model ----
+
+class vulkan_quant_e2e : public ::testing::Test {
+ protected:
+    static void SetUpTestSuite() {
+        dir_ = std::filesystem::temp_directory_path() / ("tandem_test_vulkan_quant_" + std::to_string(getpid()));
+        std::filesystem::create_directories(dir_);
+        for (dtype t : {dtype::q8_0, dtype::q4_0})
+            quantize_model(test::model_path("stories260K.gguf"), path(t), t, false);
+    }
+    static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+    static std::string path(dtype t) {
+        return (dir_ / ("stories260K_" + std::string(dtype_name(t)) + ".gguf")).string();
+    }
+    static inline std::filesystem::path dir_;
+};
+
+// Greedy decoding from BOS: each step's token and the logits it was chosen from.
+struct greedy_run {
+    std::vector<int32_t> tokens;
+    std::vector<std::vector<float> > logits;
+};
+
+greedy_run greedy(const model& m, int n) {
+    sampling_params sp;
+    sp.temperature = 0;
+    session s(m, sp, 256);
+    const int32_t bos[1] = {m.tokenizer().bos()};
+    s.feed(bos);
+    greedy_run r;
+    for (int i = 0; i < n; ++i) {
+        r.logits.emplace_back(s.last_logits().begin(), s.last_logits().end());
+        r.tokens.push_back(s.step());
+    }
+    return r;
+}
+
+// 128 greedy tokens of the q8_0 and q4_0 models on vulkan (both memory paths) against cpu_ref, which computes the
+// same products (exact dequantization, f32 activations) in another order: the same tokens, and logits within
+// 1e-3 at every step (they reach ~15; summation order moves them by ~1e-5). A divergence is accepted only at a
+// near-tie of cpu_ref's two best logits (< 1e-3 apart), and is reported.
+TEST_F(vulkan_quant_e2e, stories260k_greedy_matches_cpu_ref) {
+    const int n = 128;
+    for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+        const greedy_run want = greedy(*model::load(path(t), make_backend("cpu_ref")), n);
+        for (const char* staging : {"0", "1"}) {
+            scoped_env env("TANDEM_VULKAN_FORCE_STAGING", staging);
+            std::string why;
+            auto be = try_vulkan("vulkan", why);
+            if (!be) GTEST_SKIP() << why;
+            const greedy_run got = greedy(*model::load(path(t), std::move(be)), n);
+            const std::string what = std::string(dtype_name(t)) + (staging[0] == '1' ? " (staging)" : " (direct)");
+            size_t same = 0;
+            while (same < size_t(n) && got.tokens[same] == want.tokens[same]) ++same;
+            double worst = 0;
+            for (size_t i = 0; i < std::min<size_t>(same + 1, size_t(n)); ++i)
+                for (size_t v = 0; v < want.logits[i].size(); ++v)
+                    worst = std::max(worst, double(std::abs(got.logits[i][v] - want.logits[i][v])));
+            EXPECT_LE(worst, 1e-3) << what << ": logits over the first " << same + 1 << " steps";
+            std::printf("[ info     ] %s: %zu/%d greedy tokens equal to cpu_ref, max logit difference %.2e\n",
+                        what.c_str(), same, n, worst);
+            if (same < size_t(n)) {
+                std::vector<float> l = want.logits[same];
+                std::partial_sort(l.begin(), l.begin() + 2, l.end(), std::greater<float>());
+                EXPECT_LT(l[0] - l[1], 1e-3) << what << ": diverged at step " << same << " without a near-tie";
+            }
+        }
+    }
+}
+
+// Perplexity of the q8_0 model (first 60,000 characters, window 255) within 0.1% of cpu_ref's and of cpu's
+// (which also quantizes the activations to 8 bits, backends/cpu/cpu_matmul_quant.cpp).
+TEST_F(vulkan_quant_e2e, stories260k_q8_0_perplexity_matches_cpu) {
+    std::string why;
+    auto be = try_vulkan("vulkan", why);
+    if (!be) GTEST_SKIP() << why;
+    const std::string text = test::read_file(test::model_path("tinystories_valid_head.txt")).substr(0, 60000);
+    const auto r = perplexity(*model::load(path(dtype::q8_0), std::move(be)), text, 255);
+    for (const char* ref_name : {"cpu_ref", "cpu"}) {
+        const auto c = perplexity(*model::load(path(dtype::q8_0), make_backend(ref_name)), text, 255);
+        EXPECT_EQ(r.n_tokens, c.n_tokens);
+        EXPECT_NEAR(r.perplexity(), c.perplexity(), c.perplexity() * 0.001) << ref_name;
+        std::printf("[ info     ] q8_0 perplexity: vulkan %.6f (%.2f s), %s %.6f (%.2f s), %lld tokens\n",
+                    r.perplexity(), r.seconds, ref_name, c.perplexity(), c.seconds, static_cast<long long>(r.n_tokens));
+    }
+}
+
 // ---- performance sanity (a report, not a check): TANDEM_VULKAN_PERF=1 ----
+
+// n rows of k weights of a block type as random quant bytes under a fixed finite scale (0.01): benchmark data.
+std::vector<uint8_t> random_blocks(dtype t, int64_t k, int64_t n, uint64_t seed) {
+    std::vector<uint8_t> bytes(dtype_row_bytes(t, k) * size_t(n));
+    std::mt19937_64 g(seed);
+    for (auto& b : bytes) b = uint8_t(g());
+    const size_t bb = dtype_row_bytes(t, 32);
+    const uint16_t d = fp32_to_fp16(0.01f);
+    for (size_t i = 0; i < bytes.size(); i += bb) std::memcpy(&bytes[i], &d, 2);
+    return bytes;
+}
 
 // Median seconds of `reps` runs of fn (each ends with a synchronize), after one warm-up run.
 double median_seconds(int reps, const std::function<void()>& fn) {
@@ -689,6 +906,22 @@ TEST(vulkan_perf, bandwidth_gemv_gemm_and_submit_cost) {
             be.run("bench_read_f32_texel4", {64}, {texels, {vo, true}}, rp4, vk::groups{256, 1, 1});
             be.synchronize();
         };
+        // Quantized GEMVs (random blocks with a fixed finite scale): N x K = 4096 x 4096 and 11008 x 4096.
+        struct quant_gemv {
+            dtype type;
+            int64_t n;
+            std::unique_ptr<buffer> w;
+            double t = 0;
+        };
+        std::vector<quant_gemv> qg;
+        for (dtype qt : {dtype::q8_0, dtype::q4_0}) {
+            for (int64_t qn : {int64_t(4096), int64_t(11008)}) {
+                const auto bytes = random_blocks(qt, n, qn, 5);
+                qg.push_back({qt, qn, be.alloc(bytes.size())});
+                be.upload(*qg.back().w, 0, bytes.data(), bytes.size());
+            }
+        }
+        auto qob = be.alloc(size_t(11008) * 4);
         const double bytes32 = double(n * n) * 4;
         const int reps = 5;
         double t_read = 0, t_read1 = 0, t_gemv32 = 0, t_gemv16 = 0;
@@ -697,6 +930,10 @@ TEST(vulkan_perf, bandwidth_gemv_gemm_and_submit_cost) {
             t_read1 += median_seconds(reps, read_storage);
             t_gemv32 += median_seconds(reps, [&] { be.matmul(tw32, x1, o1), be.synchronize(); });
             t_gemv16 += median_seconds(reps, [&] { be.matmul(tw16, x1, o1), be.synchronize(); });
+            for (auto& g : qg) {
+                const tensor tw{g.w.get(), 0, g.type, {n, g.n, 1, 1}}, to{qob.get(), 0, dtype::f32, {g.n, 1, 1, 1}};
+                g.t += median_seconds(reps, [&] { be.matmul(tw, x1, to), be.synchronize(); });
+            }
         }
         const double read_gbs = bytes32 / (t_read / 2) / 1e9, read1_gbs = bytes32 / (t_read1 / 2) / 1e9,
                      g32 = bytes32 / (t_gemv32 / 2) / 1e9, g16 = bytes32 / 2 / (t_gemv16 / 2) / 1e9;
@@ -710,7 +947,25 @@ TEST(vulkan_perf, bandwidth_gemv_gemm_and_submit_cost) {
         std::printf("  read kernel, texels   %7.2f GB/s  (4-byte storage loads: %.2f GB/s)\n", read_gbs, read1_gbs);
         std::printf("  GEMV f32 4096x4096    %7.2f GB/s  (%.2f x read)\n", g32, g32 / read_gbs);
         std::printf("  GEMV f16 4096x4096    %7.2f GB/s  (%.2f x read)\n", g16, g16 / read_gbs);
+        for (const auto& g : qg) {
+            const double gbs = double(dtype_row_bytes(g.type, n)) * double(g.n) / (g.t / 2) / 1e9;
+            std::printf("  GEMV %s %5lldx4096  %7.2f GB/s of weights  (%.2f x read), %.2f ms\n",
+                        std::string(dtype_name(g.type)).c_str(), (long long)g.n, gbs, gbs / read_gbs, g.t / 2 * 1e3);
+        }
         std::printf("  GEMM f32 M=512 K=N=1024 %5.2f GFLOP/s\n", 2.0 * gm * gk * gn / t_gemm / 1e9);
+        // Quantized GEMM: M=512 K=N=4096 with the CPU-family kernels (lavapipe's default); the GPU family's tiled
+        // shader runs at ~1 GFLOP/s on lavapipe, so it gets K=N=1024 to keep the report short.
+        for (dtype qt : {dtype::q8_0, dtype::q4_0}) {
+            const int64_t qk = std::string(family) == "cpu" ? 4096 : 1024, qn = qk;
+            const auto bytes = random_blocks(qt, qk, qn, 6);
+            auto wq = be.alloc(bytes.size());
+            be.upload(*wq, 0, bytes.data(), bytes.size());
+            const tensor tw{wq.get(), 0, qt, {qk, qn, 1, 1}}, tx{xb.get(), 0, dtype::f32, {qk, gm, 1, 1}},
+                to{ob.get(), 0, dtype::f32, {qn, gm, 1, 1}};
+            const double t = median_seconds(3, [&] { be.matmul(tw, tx, to), be.synchronize(); });
+            std::printf("  GEMM %s M=512 K=N=%lld %5.2f GFLOP/s\n", std::string(dtype_name(qt)).c_str(), (long long)qk,
+                        2.0 * double(gm) * double(qk) * double(qn) / t / 1e9);
+        }
         std::printf("  1-element dispatch + submit + wait: %.1f us\n", t_submit * 1e6);
     }
     // A greedy decode step of stories260K: wall time per token (one submit + wait per token).
@@ -746,6 +1001,14 @@ TEST(vulkan_validation, representative_subset_reports_no_errors) {
                                     {r.tensor(wt, {33, 7, 1, 1}), r.tensor(dtype::f32, {33, m, 1, 1}),
                                      r.tensor(dtype::f32, {7, m, 1, 1})},
                                     {2}, [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
+                          1e-4);
+        for (int64_t m : {1, 9})  // quantized weights: texel / storage words (CPU family), vec / tiled (GPU family)
+            for (dtype wt : {dtype::q8_0, dtype::q4_0})
+                EXPECT_LE(max_error_at(*be,
+                                       {quantized(r, wt, {96, 7, 1, 1}), r.tensor(dtype::f32, {96, m, 1, 1}),
+                                        r.tensor(dtype::f32, {7, m, 1, 1})},
+                                       {18, 16, 16}, {2},
+                                       [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); }),
                           1e-4);
         // Split attention + combine over a long context, and the tree walk.
         EXPECT_LE(attention_error(*be, r, {8, 2, 1, 3000, {0, 3000, -1, -1, 0, 2990, 1, -1}, {2999, 2991}}, dtype::f16),

@@ -106,7 +106,8 @@ opencl_backend::~opencl_backend() {
 bool opencl_backend::supports(op o, dtype t) const {
     switch (o) {
         case op::get_rows:
-        case op::matmul:
+        case op::matmul:  // quantized weights: kernels/mul_mv_quant.cl, mul_mm_quant.cl, get_rows.cl
+            return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0;
         case op::attention:
         case op::kv_write:
         case op::kv_copy:

@@ -41,7 +41,8 @@ class vk_buffer final : public buffer {
     size_t size_;
 };
 
-// A bound range of a buffer and the element offset of the tensor's first element inside it.
+// A bound range of a buffer and the element offset of the tensor's first element inside it (for the block
+// formats q8_0 / q4_0: its byte offset).
 struct view {
     VkDescriptorBufferInfo info{};
     uint32_t elem = 0;
@@ -107,6 +108,8 @@ class vk_backend final : public backend {
     // time as R32/R16_SFLOAT or RGBA32F/RGBA16F texels, or (f16, 8 lanes) as raw RGBA32UI texels of 8 halves;
     // v.elem must be a multiple of lanes.
     arg texel(const view& v, dtype t, uint32_t lanes) const;
+    // The same range as raw RGBA32UI texels (16 bytes each, range rounded up to whole texels): quantized blocks.
+    arg texel_words(const view& v) const;
     // True when those formats are readable as uniform texel buffers. On lavapipe a 4-wide texel fetch loads
     // like a vector load while every storage-buffer load goes lane by lane and element by element (measured:
     // ~10x the bandwidth), so the CPU-family kernels read weights, activations and the KV cache through them.
@@ -139,6 +142,7 @@ class vk_backend final : public backend {
     void release(allocation a);
 
  private:
+    void matmul_quant(const tensor& w, const tensor& x, const tensor& out);  // Q8_0 / Q4_0 weights
     void record(const char* variant, std::initializer_list<uint32_t> spec, std::initializer_list<arg> args,
                 const void* push, uint32_t push_bytes, groups g);
     allocation allocate(size_t bytes, bool zero);

@@ -58,6 +58,9 @@ uint32_t elem_bytes(dtype t) {
             return 4;
         case dtype::f16:
             return 2;
+        case dtype::q8_0:
+        case dtype::q4_0:
+            return 1;  // block formats: views count bytes (shaders/include/quant.glsl reads the words)
         default:
             throw error(TANDEM_ERR_UNSUPPORTED,
                         "vulkan: tensors of type " + std::string(dtype_name(t)) + " are not supported");
@@ -116,7 +119,8 @@ vk_backend::~vk_backend() {
 bool vk_backend::supports(op o, dtype t) const {
     switch (o) {
         case op::get_rows:
-        case op::matmul:
+        case op::matmul:  // quantized weights: ops/matmul_quant.cpp, ops/elementwise.cpp
+            return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0;
         case op::attention:
         case op::kv_write:
         case op::kv_copy:
@@ -362,6 +366,18 @@ void vk_backend::record(const char* variant, std::initializer_list<uint32_t> spe
                                        std::span<const uint32_t>(spec.begin(), spec.size()));
     const VkDescriptorSet set = descriptors_.get(p, std::span<const binding_desc>(bindings, n));
     rec_.dispatch(p, set, push, push_bytes, g[0], g[1], g[2], std::span<const access>(acc, n_acc));
+}
+
+arg vk_backend::texel_words(const view& v) const {
+    TANDEM_ASSERT(texel_reads_);
+    arg a;
+    a.v = v;
+    a.texel = VK_FORMAT_R32G32B32A32_UINT;
+    // Whole texels covering the range: rounding up stays inside the allocation (a multiple of 256 bytes).
+    a.v.info.range = (a.v.info.range + 15) / 16 * 16;
+    if (a.v.info.range / 16 > dev_.limits().max_texel_elements)
+        throw error(TANDEM_ERR_UNSUPPORTED, "vulkan: a tensor exceeds the device's maxTexelBufferElements");
+    return a;
 }
 
 arg vk_backend::texel(const view& v, dtype t, uint32_t lanes) const {
