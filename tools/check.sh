@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Builds Tandem and runs the whole test suite: installs Debian dependencies if missing, configures,
-# builds, runs ctest. Usage: tools/check.sh [--sanitize] [--fuzz]
+# builds, runs ctest. Usage: tools/check.sh [--sanitize] [--fuzz] [--tsan]
 #   --sanitize  AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/ (instead of build/)
 #   --fuzz      also build the libFuzzer targets with clang (build-fuzz/) and run each for a short smoke time
+#   --tsan      ThreadSanitizer build of the collaboration tests only (build-tsan/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sanitize=0
 fuzz=0
+tsan=0
 for arg in "$@"; do
   case "$arg" in
     --sanitize) sanitize=1 ;;
     --fuzz) fuzz=1 ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    --tsan) tsan=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "check.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -25,6 +28,15 @@ if [ "$fuzz" = 1 ]; then
     -DTANDEM_BUILD_TESTS=ON >/dev/null
   cmake --build build-fuzz -j "$jobs" --target fuzz_targets
   ctest --test-dir build-fuzz -L fuzz --output-on-failure
+  exit 0
+fi
+
+if [ "$tsan" = 1 ]; then
+  # ThreadSanitizer on the multi-threaded collaboration layer (server, scheduler, edges, HTTP API).
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_SANITIZE_THREAD=ON \
+    -DTANDEM_OPENCL=OFF -DTANDEM_VULKAN=OFF >/dev/null
+  cmake --build build-tsan -j "$jobs" --target test_collab test_collab_http
+  TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" ctest --test-dir build-tsan -R "collab|http_loopback|chat_template" --output-on-failure --timeout 900
   exit 0
 fi
 
