@@ -12,6 +12,8 @@
 #include "backends/backend.h"
 #include "collab/server.h"
 
+#include <spdlog/spdlog.h>
+
 namespace {
 
 using namespace tandem;
@@ -35,6 +37,7 @@ struct fixture {
     }
 
     fixture() {
+        spdlog::set_level(spdlog::level::warn);  // every rejection is logged at info: too slow for fuzzing
         target = model::load(std::string(TANDEM_MODELS_DIR) + "/stories260K.gguf", make_backend("cpu"));
         server_config c;
         c.allow_no_auth = true;
