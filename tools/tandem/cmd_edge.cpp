@@ -114,6 +114,7 @@ int run(edge_options o) {
         throw cli_error{e.what()};
     }
     std::fputc('\n', stdout);
+    std::fflush(stdout);  // the text before the statistics on stderr
     const auto& s = r.stats;
     if (!o.quiet) {
         std::fprintf(stderr,
