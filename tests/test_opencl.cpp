@@ -566,40 +566,11 @@ TEST(opencl_e2e, perplexity_matches_reference_and_cpu_ref) {
 
 // ---- (d) quantized models end to end: stories260K through quantize_model ----
 
+// stories260K quantized once per process (tests/common/test_util).
 class opencl_quant_e2e : public ::testing::Test {
- protected:
-    static void SetUpTestSuite() {
-        dir_ = std::filesystem::temp_directory_path() / ("tandem_test_opencl_quant_" + std::to_string(::getpid()));
-        std::filesystem::create_directories(dir_);
-        for (dtype t : {dtype::q8_0, dtype::q4_0})
-            quantize_model(test::model_path("stories260K.gguf"), path(t), t, false);
-    }
-    static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
-    static std::string path(dtype t) {
-        return (dir_ / ("stories260K_" + std::string(dtype_name(t)) + ".gguf")).string();
-    }
-    static inline std::filesystem::path dir_;
+   protected:
+    static std::string path(dtype t) { return test::quantized_stories260k(std::string(dtype_name(t)).c_str()); }
 };
-
-// Greedy decoding from BOS: each step's token and the logits it was chosen from.
-struct greedy_run {
-    std::vector<int32_t> tokens;
-    std::vector<std::vector<float> > logits;
-};
-
-greedy_run greedy(const model& m, int n) {
-    sampling_params sp;
-    sp.temperature = 0;
-    session s(m, sp, 256);
-    const int32_t bos[1] = {m.tokenizer().bos()};
-    s.feed(bos);
-    greedy_run r;
-    for (int i = 0; i < n; ++i) {
-        r.logits.emplace_back(s.last_logits().begin(), s.last_logits().end());
-        r.tokens.push_back(s.step());
-    }
-    return r;
-}
 
 // 128 greedy tokens of the q8_0 and q4_0 models on OpenCL against cpu_ref, which computes the same products
 // (exact dequantization, f32 activations) in another order: the same tokens, and logits within 1e-3 at every
@@ -609,22 +580,9 @@ TEST_F(opencl_quant_e2e, stories260k_greedy_matches_cpu_ref) {
     const int n = 128;
     for (dtype t : {dtype::q8_0, dtype::q4_0}) {
         TANDEM_OPENCL_OR_SKIP(be);
-        const greedy_run want = greedy(*model::load(path(t), make_backend("cpu_ref")), n);
-        const greedy_run got = greedy(*model::load(path(t), std::move(be)), n);
-        size_t same = 0;
-        while (same < size_t(n) && got.tokens[same] == want.tokens[same]) ++same;
-        double worst = 0;
-        for (size_t i = 0; i < std::min<size_t>(same + 1, size_t(n)); ++i)
-            for (size_t v = 0; v < want.logits[i].size(); ++v)
-                worst = std::max(worst, double(std::fabs(got.logits[i][v] - want.logits[i][v])));
-        EXPECT_LE(worst, 1e-3) << dtype_name(t) << ": logits over the first " << same + 1 << " steps";
-        std::printf("[ info     ] %s: %zu/%d greedy tokens equal to cpu_ref, max logit difference %.2e\n",
-                    std::string(dtype_name(t)).c_str(), same, n, worst);
-        if (same < size_t(n)) {
-            std::vector<float> l = want.logits[same];
-            std::partial_sort(l.begin(), l.begin() + 2, l.end(), std::greater<float>());
-            EXPECT_LT(l[0] - l[1], 1e-3) << dtype_name(t) << ": diverged at step " << same << " without a near-tie";
-        }
+        const auto want = test::greedy_with_logits(*model::load(path(t), make_backend("cpu_ref")), n);
+        const auto got = test::greedy_with_logits(*model::load(path(t), std::move(be)), n);
+        test::expect_greedy_agrees(got, want, std::string(dtype_name(t)));
     }
 }
 

@@ -1,7 +1,17 @@
 // Shared helpers for the tests.
 #include "tests/common/test_util.h"
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
+
 #include "engine/model.h"
+#include "engine/quantize_model.h"
 #include "engine/session.h"
 
 #include <cstdlib>
@@ -28,6 +38,67 @@ std::string greedy_story(const model& m, int n) {
     return text;
 }
 
+
+greedy_run greedy_with_logits(const model& m, int n) {
+    sampling_params sp;
+    sp.temperature = 0;
+    session s(m, sp, 256);
+    const int32_t bos[1] = {m.tokenizer().bos()};
+    s.feed(bos);
+    greedy_run r;
+    for (int i = 0; i < n; ++i) {
+        r.logits.emplace_back(s.last_logits().begin(), s.last_logits().end());
+        r.tokens.push_back(s.step());
+    }
+    return r;
+}
+
+void expect_greedy_agrees(const greedy_run& got, const greedy_run& want, const std::string& what) {
+    const size_t n = want.tokens.size();
+    ASSERT_EQ(got.tokens.size(), n) << what;
+    size_t same = 0;
+    while (same < n && got.tokens[same] == want.tokens[same]) ++same;
+    double worst = 0;
+    for (size_t i = 0; i < std::min(same + 1, n); ++i)
+        for (size_t v = 0; v < want.logits[i].size(); ++v)
+            worst = std::max(worst, double(std::abs(got.logits[i][v] - want.logits[i][v])));
+    EXPECT_LE(worst, 1e-3) << what << ": logits over the first " << same + 1 << " steps";
+    std::printf("[ info     ] %s: %zu/%zu greedy tokens equal to cpu_ref, max logit difference %.2e\n", what.c_str(),
+                same, n, worst);
+    if (same < n) {
+        std::vector<float> l = want.logits[same];
+        std::partial_sort(l.begin(), l.begin() + 2, l.end(), std::greater<float>());
+        EXPECT_LT(l[0] - l[1], 1e-3) << what << ": diverged at step " << same << " without a near-tie";
+    }
+}
+
+namespace {
+struct temp_dir {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("tandem_test_models_" + std::to_string(::getpid()));
+    temp_dir() { std::filesystem::create_directories(path); }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+}  // namespace
+
+std::string quantized_stories260k(const char* type) {
+    static temp_dir dir;
+    static std::map<std::string, std::string> made;
+    auto& p = made[type];
+    if (p.empty()) {
+        const std::string out = (dir.path / ("stories260K_" + std::string(type) + ".gguf")).string();
+        dtype t = dtype::f32;
+        for (dtype c : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k})
+            if (dtype_name(c) == type) t = c;
+        if (t == dtype::f32) throw std::invalid_argument(std::string("quantized_stories260k: unsupported type ") + type);
+        quantize_model(model_path("stories260K.gguf"), out, t, false);
+        p = out;
+    }
+    return p;
+}
 
 std::string model_path(const std::string& name) { return std::string(TANDEM_MODELS_DIR) + "/" + name; }
 

@@ -20,4 +20,18 @@ uint64_t test_seed();
 // Greedy generation of n tokens from BOS on m; the decoded text, stopping at BOS/EOS like llama2.c's run.c.
 std::string greedy_story(const model& m, int n);
 
+// Greedy decoding of n tokens from BOS: each step's token and the logits it was chosen from.
+struct greedy_run {
+    std::vector<int32_t> tokens;
+    std::vector<std::vector<float>> logits;
+};
+greedy_run greedy_with_logits(const model& m, int n);
+// GPU vs cpu_ref on the same quantized model: the same tokens, logits within 1e-3 over the agreeing steps
+// (they reach ~15; summation order moves them by ~1e-5); a divergence is accepted only at a near-tie of
+// want's two best logits (< 1e-3 apart). Prints the agreement; `what` names the run in failures.
+void expect_greedy_agrees(const greedy_run& got, const greedy_run& want, const std::string& what);
+// models/stories260K.gguf quantized to `type` (quantize_model, default per-tensor rules), written once per
+// process into a temporary directory that is removed at exit.
+std::string quantized_stories260k(const char* type);
+
 }  // namespace tandem::test
