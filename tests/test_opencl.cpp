@@ -39,24 +39,7 @@ namespace {
 TEST(opencl, not_built) { GTEST_SKIP() << "this build has no OpenCL backend (TANDEM_OPENCL=OFF)"; }
 #else
 
-// Sets an environment variable for one scope (restoring the previous value).
-class scoped_env {
- public:
-    scoped_env(const char* name, const std::string& value) : name_(name) {
-        if (const char* old = std::getenv(name)) old_ = old;
-        setenv(name, value.c_str(), 1);
-    }
-    ~scoped_env() {
-        if (old_)
-            setenv(name_, old_->c_str(), 1);
-        else
-            unsetenv(name_);
-    }
-
- private:
-    const char* name_;
-    std::optional<std::string> old_;
-};
+using test::scoped_env;
 
 // make_backend("opencl"), or the reason there is none (no platform / no device): such tests are SKIPPED.
 std::unique_ptr<backend> try_opencl(std::string& why, const std::string& name = "opencl") {

@@ -10,6 +10,8 @@
 #include <functional>
 #include <map>
 
+#include "backends/backend.h"
+#include "engine/error.h"
 #include "engine/model.h"
 #include "engine/quantize_model.h"
 #include "engine/session.h"
@@ -38,6 +40,27 @@ std::string greedy_story(const model& m, int n) {
     return text;
 }
 
+
+scoped_env::scoped_env(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+}
+
+scoped_env::~scoped_env() {
+    if (had_) setenv(name_, old_.c_str(), 1);
+    else unsetenv(name_);
+}
+
+std::unique_ptr<backend> try_backend(const std::string& name, std::string& why) {
+    try {
+        return make_backend(name);
+    } catch (const error& e) {
+        if (e.status() != TANDEM_ERR_BACKEND) throw;
+        why = e.what();
+        return nullptr;
+    }
+}
 
 greedy_run greedy_with_logits(const model& m, int n) {
     sampling_params sp;

@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 namespace tandem {
 class model;
+class backend;
 }
 
 namespace tandem::test {
@@ -19,6 +22,25 @@ std::string read_file(const std::string& path);
 uint64_t test_seed();
 // Greedy generation of n tokens from BOS on m; the decoded text, stopping at BOS/EOS like llama2.c's run.c.
 std::string greedy_story(const model& m, int n);
+
+// Sets (value != nullptr) or unsets an environment variable for the object's life, then restores it.
+class scoped_env {
+   public:
+    scoped_env(const char* name, const char* value);
+    scoped_env(const char* name, const std::string& value) : scoped_env(name, value.c_str()) {}
+    ~scoped_env();
+    scoped_env(const scoped_env&) = delete;
+    scoped_env& operator=(const scoped_env&) = delete;
+
+   private:
+    const char* name_;
+    std::string old_;
+    bool had_ = false;
+};
+
+// make_backend(name), or nullptr with the reason when this machine has no usable device for it
+// (TANDEM_ERR_BACKEND); other errors propagate.
+std::unique_ptr<backend> try_backend(const std::string& name, std::string& why);
 
 // Greedy decoding of n tokens from BOS: each step's token and the logits it was chosen from.
 struct greedy_run {
