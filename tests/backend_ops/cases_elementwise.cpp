@@ -16,33 +16,6 @@ using ne4 = std::array<int64_t, 4>;
 
 std::string dims(const char* name, const ne4& ne) { return std::string(" ") + name + "=" + shape_str(ne); }
 
-// Sets (or, for nullptr, unsets) an environment variable for the scope; backends read their overrides at creation.
-class scoped_env {
- public:
-    scoped_env(const char* name, const char* value) : name_(name) {
-        if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-        if (value) {
-            setenv(name, value, 1);
-        } else {
-            unsetenv(name);
-        }
-    }
-    ~scoped_env() {
-        if (had_) {
-            setenv(name_, old_.c_str(), 1);
-        } else {
-            unsetenv(name_);
-        }
-    }
-    scoped_env(const scoped_env&) = delete;
-    scoped_env& operator=(const scoped_env&) = delete;
-
- private:
-    const char* name_;
-    std::string old_;
-    bool had_ = false;
-};
-
 void get_rows_sweep(backend_ops& t, dtype table_type) {
     for (int64_t k : {1, 7, 16, 64, 4097}) {
         for (int64_t n_rows : {1, 5, 300}) {
