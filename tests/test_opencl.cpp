@@ -1,8 +1,9 @@
 // The OpenCL backend on its own: every op against cpu_ref on a few seeded random shapes (odd sizes, both GEMV
-// variants, both GEMM paths, f32/f16/q8_0/q4_0, a token tree plus a ragged two-session batch for attention),
+// variants, both GEMM paths, f32/f16/q8_0/q4_0/q4_k/q6_k, a token tree plus a ragged two-session batch for attention),
 // errors detected on the device, the program cache (disk reuse, corrupt entries, compile errors naming file and
 // line), and the end-to-end story and perplexity (f32, and stories260K quantized to q8_0 / q4_0 against cpu_ref
-// and cpu). SKIPPED, with the reason, where no OpenCL platform exists.
+// and cpu; a synthetic 256-wide model in q4_k / q4_k_m against cpu_ref). SKIPPED, with the reason, where no OpenCL
+// platform exists.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include "engine/quantize.h"
 #include "engine/quantize_model.h"
 #include "engine/session.h"
+#include "engine/synth.h"
 #include "tests/common/test_util.h"
 #if TANDEM_WITH_OPENCL
 #include "backends/opencl/opencl.h"
@@ -86,9 +88,14 @@ struct harness {
         w.d = tensor{w.dbuf.get(), offset, t, ne};
         return w;
     }
-    // Random [-1, 1] values quantized to a block type (q8_0 / q4_0), row by row, at byte `offset`.
-    twin quantized(dtype t, std::array<int64_t, 4> ne, size_t offset) {
-        const auto v = uniform(ne[0] * ne[1] * ne[2] * ne[3]);
+    // Random [-1, 1] values quantized to a block type, row by row, at byte `offset`; with `spread`, each 32-element
+    // sub-block scaled by 2^-5 .. 2 and shifted by up to +-that (so every 6-bit K-quant scale and min gets used).
+    twin quantized(dtype t, std::array<int64_t, 4> ne, size_t offset, bool spread = false) {
+        auto v = uniform(ne[0] * ne[1] * ne[2] * ne[3]);
+        for (size_t i = 0; spread && i < v.size(); i += 32) {
+            const float scale = std::ldexp(1.f, int(gen() % 7) - 5), shift = uniform(1)[0] * scale;
+            for (size_t j = i; j < i + 32; ++j) v[j] = v[j] * scale + shift;
+        }
         const size_t rb = dtype_row_bytes(t, ne[0]);
         std::vector<uint8_t> bytes(rb * size_t(ne[1] * ne[2] * ne[3]));
         for (int64_t row = 0; row < ne[1] * ne[2] * ne[3]; ++row)
@@ -325,6 +332,44 @@ void check_quant_matmul(const std::string& gemv, const std::string& mm) {
 
 TEST(opencl_ops, matmul_quant_gemv_row_gemm_dot) { check_quant_matmul("row", "dot"); }
 TEST(opencl_ops, matmul_quant_gemv_wg_gemm_tiled) { check_quant_matmul("wg", "tiled"); }
+
+// Q4_K / Q6_K weights (spread sub-block scales) under every variant, super-blocks at every even byte offset within 16.
+// {K, N, M}: one and two super-blocks and long rows; N around the tiles (1, 31, 33, 65); M = 1, 2, 7 (GEMV passes of
+// 4), 8 (the first matrix-matrix shape), 33, 64, 65, 130 (m tiles of 32 and the dot kernel's 4). Then exact get_rows.
+void check_kquant_matmul(const std::string& gemv, const std::string& mm) {
+    scoped_env e1("TANDEM_OPENCL_GEMV", gemv), e2("TANDEM_OPENCL_MM", mm);
+    TANDEM_OPENCL_OR_SKIP(be);
+    harness h(*be);
+    const std::vector<std::array<int64_t, 3> > shapes = {{256, 7, 1},   {512, 33, 2},   {256, 65, 7}, {4096, 31, 1},
+                                                         {4096, 5, 2},  {256, 31, 8},   {512, 1, 33}, {256, 33, 64},
+                                                         {768, 65, 65}, {512, 34, 130}, {4096, 9, 9}, {256, 130, 3}};
+    size_t i = 0;
+    for (dtype t : {dtype::q4_k, dtype::q6_k}) {
+        for (const auto& [k, n, m] : shapes) {
+            const size_t offset = k_view_offset + 2 * (i++ % 8);
+            auto w = h.quantized(t, {k, n, 1, 1}, offset, true);
+            auto x = h.random(dtype::f32, {k, m, 1, 1});
+            auto out = h.output(dtype::f32, {n, m, 1, 1});
+            h.ref->matmul(w.r, x.r, out.r), be->matmul(w.d, x.d, out.d);
+            // The decoded weights equal cpu_ref's bit for bit (kernels/kquant.cl), so only the summation order
+            // differs, as for Q8_0 / Q4_0 above (weights here reach 4 in magnitude: a 3x wider bound); a
+            // misplaced nibble, high-bit pair or scale moves outputs by ~0.1 * sqrt(K).
+            h.expect_close(out, n * m >= 64 ? 1e-10 : 1.0, 1.5e-6 * double(k) + 1e-6,
+                           "matmul " + std::string(dtype_name(t)) + " gemv=" + gemv + " mm=" + mm +
+                               " KxNxM=" + shape({k, n, m}) + " at byte " + std::to_string(offset));
+        }
+        for (int64_t k : {256, 768, 4096}) {
+            auto table = h.quantized(t, {k, 7, 1, 1}, k_view_offset + 2 * (i++ % 8), true);
+            auto ids = h.ints({5, 1, 1, 1}, {6, 0, 3, 6, 1});
+            auto out = h.output(dtype::f32, {k, 5, 1, 1});
+            h.ref->get_rows(table.r, ids.r, out.r), be->get_rows(table.d, ids.d, out.d);
+            h.expect_close(out, 0, 0, "get_rows " + std::string(dtype_name(t)) + " K=" + std::to_string(k));
+        }
+    }
+}
+
+TEST(opencl_ops, matmul_kquant_gemv_row_gemm_dot) { check_kquant_matmul("row", "dot"); }
+TEST(opencl_ops, matmul_kquant_gemv_wg_gemm_tiled) { check_kquant_matmul("wg", "tiled"); }
 
 TEST(opencl_ops, attention_tree_and_ragged_batch) {
     TANDEM_OPENCL_OR_SKIP(be);
@@ -584,6 +629,52 @@ TEST_F(opencl_quant_e2e, stories260k_q8_0_perplexity_matches_cpu) {
     }
 }
 
+// ---- (e) K-quant models end to end: a synthetic model with 256-multiple rows through quantize_model ----
+
+// stories260K's 64-wide rows would fall back from the K-quants, so: a synth model of dim 256 / ffn 768 (as
+// tests/test_kquant.cpp's kquant_model), quantized to q4_k (every matrix Q4_K, the embedding table too) and q4_k_m
+// (Q6_K output, attn_v and ffn_down of the upper layers, the rest Q4_K).
+class opencl_kquant_e2e : public ::testing::Test {
+ protected:
+    static void SetUpTestSuite() {
+        dir_ = std::filesystem::temp_directory_path() / ("tandem_test_ocl_kquant_" + std::to_string(::getpid()));
+        std::filesystem::create_directories(dir_);
+        synth_shape o;
+        o.n_embd = 256, o.n_layer = 4, o.n_head = 4, o.n_head_kv = 2, o.n_ff = 768, o.n_vocab = 512, o.n_ctx = 256;
+        synth_model(synth_resolve_shape("", o), dtype::f32, 7, path("f32"));
+        for (const char* t : {"q4_k", "q4_k_m"}) quantize_model(path("f32"), path(t), *parse_quant_target(t), false);
+    }
+    static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+    static std::string path(const std::string& name) { return (dir_ / ("k256_" + name + ".gguf")).string(); }
+    static inline std::filesystem::path dir_;
+};
+
+// 128 greedy tokens from BOS (one row per step: the GEMV kernels) and the logits of every position of a 24-token
+// prompt fed at once (24 rows: the matrix-matrix kernels), on OpenCL against cpu_ref with the same file. Both
+// decode the weights exactly and keep f32 activations, so only summation order differs: the same tokens, logits
+// within 1e-3 (test::expect_greedy_agrees; observed differences are ~1e-6).
+TEST_F(opencl_kquant_e2e, greedy_and_prefill_match_cpu_ref) {
+    for (const char* t : {"q4_k", "q4_k_m"}) {
+        TANDEM_OPENCL_OR_SKIP(be);
+        auto m = model::load(path(t), std::move(be));
+        auto m_ref = model::load(path(t), make_backend("cpu_ref"));
+        test::expect_greedy_agrees(test::greedy_with_logits(*m, 128), test::greedy_with_logits(*m_ref, 128), t);
+        std::vector<int32_t> prompt = {1};
+        for (int i = 0; i < 23; ++i) prompt.push_back(int32_t(3 + (i * 97) % 500));
+        std::vector<float> got, want;
+        sampling_params sp;
+        sp.temperature = 0;
+        session(*m, sp, 64).feed(prompt, &got);
+        session(*m_ref, sp, 64).feed(prompt, &want);
+        ASSERT_EQ(got.size(), want.size()) << t;
+        ASSERT_EQ(want.size(), prompt.size() * 512) << t;
+        double worst = 0;
+        for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])));
+        EXPECT_LE(worst, 1e-3) << t << ": prefill logits";
+        std::printf("[ info     ] %s prefill of %zu tokens: max logit difference %.2e\n", t, prompt.size(), worst);
+    }
+}
+
 // ---- performance sanity (a report, not a test: run with --gtest_also_run_disabled_tests) ----
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -623,7 +714,7 @@ double host_read_gbps() {
 }
 
 // n rows of k weights as benchmark data: f32/f16 bit patterns of finite values, or random quant bytes under a
-// fixed finite scale (0.01) for the block types.
+// fixed finite scale (0.01) for the block types (every fp16 field: d; Q4_K's d and dmin; Q6_K's d at byte 208).
 std::vector<uint8_t> bench_weights(dtype t, int64_t k, int64_t n, std::mt19937_64& gen) {
     std::vector<uint8_t> host(dtype_row_bytes(t, k) * size_t(n));
     if (t == dtype::f32 || t == dtype::f16) {
@@ -631,9 +722,12 @@ std::vector<uint8_t> bench_weights(dtype t, int64_t k, int64_t n, std::mt19937_6
         return host;
     }
     for (auto& b : host) b = uint8_t(gen());
-    const size_t bb = dtype_row_bytes(t, 32);
+    const size_t bb = dtype_row_bytes(t, dtype_info(uint32_t(t))->block_size);
     const uint16_t d = fp32_to_fp16(0.01f);
-    for (size_t i = 0; i < host.size(); i += bb) std::memcpy(&host[i], &d, 2);
+    const std::vector<size_t> at =
+        t == dtype::q4_k ? std::vector<size_t>{0, 2} : std::vector<size_t>{t == dtype::q6_k ? 208u : 0u};
+    for (size_t i = 0; i < host.size(); i += bb)
+        for (size_t a : at) std::memcpy(&host[i + a], &d, 2);
     return host;
 }
 
@@ -648,7 +742,7 @@ TEST(opencl_perf, DISABLED_gemv_gemm_report) {
         scoped_env e("TANDEM_OPENCL_GEMV", gemv);
         auto be = make_backend("opencl");
         for (auto [k, n] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}}) {
-            for (dtype t : {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0}) {
+            for (dtype t : {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k}) {
                 const size_t wbytes = dtype_row_bytes(t, k) * size_t(n);
                 const std::vector<uint8_t> host = bench_weights(t, k, n, gen);
                 auto wb = be->wrap_host(host.data(), wbytes);
@@ -687,7 +781,7 @@ TEST(opencl_perf, DISABLED_gemv_gemm_report) {
         for (auto& v : hx) v = u(gen);
         auto xb = be->wrap_host(hx.data(), hx.size() * 4);
         auto ob = be->alloc(size_t(m * n) * 4);
-        for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+        for (dtype t : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k}) {
             const std::vector<uint8_t> host = bench_weights(t, k, n, gen);
             auto wb = be->wrap_host(host.data(), host.size());
             const tensor w{wb.get(), 0, t, {k, n, 1, 1}}, x{xb.get(), 0, dtype::f32, {k, m, 1, 1}},

@@ -106,8 +106,9 @@ opencl_backend::~opencl_backend() {
 bool opencl_backend::supports(op o, dtype t) const {
     switch (o) {
         case op::get_rows:
-        case op::matmul:  // quantized weights: kernels/mul_mv_quant.cl, mul_mm_quant.cl, get_rows.cl
-            return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0;
+        case op::matmul:  // quantized weights: kernels/mul_mv_quant.cl, mul_mm_quant.cl, get_rows.cl, *_kquant.cl
+            return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0 || t == dtype::q4_k ||
+                   t == dtype::q6_k;
         case op::attention:
         case op::kv_write:
         case op::kv_copy:

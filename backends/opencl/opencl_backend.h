@@ -133,7 +133,7 @@ class opencl_backend final : public backend {
     void check_alloc_size(size_t bytes) const;
     size_t kernel_max_wgs(cl_kernel k);
     void matmul_clblast(const tensor& w, const tensor& x, const tensor& out);
-    void matmul_quant(const tensor& w, const tensor& x, const tensor& out);  // Q8_0 / Q4_0 weights
+    void matmul_quant(const tensor& w, const tensor& x, const tensor& out);  // Q8_0 / Q4_0 / Q4_K / Q6_K weights
     bool use_clblast(const tensor& w, int64_t m_rows) const;
 
     device_info dev_;

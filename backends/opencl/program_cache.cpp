@@ -76,6 +76,22 @@ spdlog::logger& log() {
     return *logger;
 }
 
+namespace {
+
+// Kernel files that need a shared header besides common.cl, prepended after it (the embedding step has no
+// #include; each embedded text starts with its own #line, so diagnostics still name the right file and line).
+struct file_header {
+    const char* file;
+    const char* header;
+};
+constexpr file_header k_file_headers[] = {
+    {"mul_mv_kquant.cl", "kquant.cl"},
+    {"mul_mm_kquant.cl", "kquant.cl"},
+    {"get_rows_kquant.cl", "kquant.cl"},
+};
+
+}  // namespace
+
 std::string_view find_kernel_source(std::string_view name) {
     for (size_t i = 0; i < k_kernel_source_count; ++i)
         if (name == k_kernel_sources[i].name) return k_kernel_sources[i].text;
@@ -90,6 +106,11 @@ cl_program program_cache::get(const std::string& file, const std::string& define
     if (auto it = programs_.find(key); it != programs_.end()) return it->second.get();
     std::string source(find_kernel_source("common.cl"));
     source += "\n";
+    for (const auto& h : k_file_headers) {
+        if (file != h.file) continue;
+        source += find_kernel_source(h.header);
+        source += "\n";
+    }
     source += find_kernel_source(file);
     auto prog = build(file, source, defines);
     return programs_.emplace(key, std::move(prog)).first->second.get();

@@ -24,7 +24,8 @@ class program_cache {
  public:
     program_cache(cl_context ctx, const device_info& dev);
 
-    // The program of kernels/common.cl + kernels/<file> built with `defines` (e.g. "-DWGS=64").
+    // The program of kernels/common.cl (+ the header the table in program_cache.cpp names for <file>, e.g.
+    // kquant.cl) + kernels/<file> built with `defines` (e.g. "-DWGS=64").
     cl_program get(const std::string& file, const std::string& defines);
     // A kernel of that program; kernel objects are cached too (one per name).
     cl_kernel kernel(const std::string& file, const std::string& name, const std::string& defines);

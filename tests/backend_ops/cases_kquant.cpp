@@ -1,13 +1,15 @@
 // K-quant weights (Q4_K, Q6_K; 256-weight super-blocks): matmul over ragged shapes (K whole super-blocks up to
-// 4096, odd N, M = 1, 2, 7, 33, 300 activation rows, plus seeded random K and N) and get_rows, each against
-// cpu_ref, which dequantizes the weights and multiplies by the f32 activations. Weights come from the quantizer
-// (engine/quantize.h), either uniform values or values whose sub-blocks have very different scales and offsets,
-// so every 6-bit scale and min (including the separately packed high bits of Q4_K's sub-blocks 4..7) is exercised.
+// 4096, odd N, M = 1, 2, 7, 33, 300 activation rows, shapes around the OpenCL tiles up to M = 512, plus seeded
+// random K and N) and get_rows, each against cpu_ref, which dequantizes the weights and multiplies by the f32
+// activations. Weights come from the quantizer (engine/quantize.h), either uniform values or values whose sub-blocks
+// have very different scales and offsets, so every 6-bit scale and min (including the separately packed high bits of
+// Q4_K's sub-blocks 4..7) is exercised.
 #include <cmath>
 
 #include "backends/cpu/dequant.h"
 #include "engine/quantize.h"
 #include "tests/backend_ops/cases.h"
+#include "tests/backend_ops/harness.h"
 
 namespace tandem::test {
 
@@ -68,6 +70,14 @@ void matmul_sweep(backend_ops& t, dtype wt) {
                 }
             }
         }
+    }
+    // Around the OpenCL kernels' tiles ({K, N, M}: GEMV passes of 4 rows, matrix-matrix from M = 8, tiles of 32 and
+    // blocks of 2 x 4 outputs), up to a 512-row prefill.
+    const std::array<int64_t, 3> edges[] = {{512, 33, 64}, {512, 65, 65}, {256, 31, 512},
+                                            {4096, 3, 64}, {512, 9, 8},   {256, 2, 5}};
+    for (const auto& [k, n, m] : edges) {
+        const arg w = kquant_arg(t.random(), wt, {k, n, 1, 1}, true);
+        t.check(kquant_matmul_case(t.random(), w, m));
     }
     // Seeded random ragged shapes: K any whole number of super-blocks up to 4096, N odd.
     for (int i = 0; i < 6; ++i) {

@@ -1,7 +1,7 @@
 // matmul launchers. Few x rows (M < tune().gemm_min_rows): the matrix-vector kernels of kernels/mul_mv.cl,
 // variant "row" or "wg" by device class. More rows: our kernel (kernels/mul_mm.cl: "dot" on CPU devices,
 // "tiled" on GPUs) or CLBlast's GEMM on the same queue, chosen per shape by env TANDEM_OPENCL_GEMM or the
-// measured table below. Q8_0 / Q4_0 weights go to ops/matmul_quant.cpp.
+// measured table below. Q8_0 / Q4_0 / Q4_K / Q6_K weights go to ops/matmul_quant.cpp.
 #include <clblast.h>
 
 #include "backends/op_checks.h"
@@ -52,7 +52,8 @@ bool opencl_backend::use_clblast(const tensor& w, int64_t m_rows) const {
 
 void opencl_backend::matmul(const tensor& w, const tensor& x, const tensor& out) {
     checks::matmul(w, x, out);
-    if (w.type == dtype::q8_0 || w.type == dtype::q4_0) return matmul_quant(w, x, out);
+    if (w.type == dtype::q8_0 || w.type == dtype::q4_0 || w.type == dtype::q4_k || w.type == dtype::q6_k)
+        return matmul_quant(w, x, out);
     if (w.type != dtype::f32 && w.type != dtype::f16)
         throw error(TANDEM_ERR_UNSUPPORTED, "opencl: matmul with " + std::string(dtype_name(w.type)) + " weights");
     const bool f16 = w.type == dtype::f16;

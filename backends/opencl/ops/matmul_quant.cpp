@@ -1,7 +1,8 @@
-// matmul launcher for Q8_0 / Q4_0 weights, read in their packed blocks (no dequantized copy ever exists).
-// The same shape classes and device-class variants as f32/f16: few x rows (M < tune().gemm_min_rows) take the
-// matrix-vector kernels of kernels/mul_mv_quant.cl ("row" on CPU devices, "wg" on GPUs); more rows take
-// kernels/mul_mm_quant.cl ("dot" on CPU devices, "tiled" on GPUs, env TANDEM_OPENCL_MM). CLBlast has no
+// matmul launcher for quantized weights, read in their packed blocks (no dequantized copy ever exists): Q8_0 / Q4_0
+// (kernels/mul_mv_quant.cl, mul_mm_quant.cl) and the K-quants Q4_K / Q6_K (kernels/mul_mv_kquant.cl,
+// mul_mm_kquant.cl, decoding with kquant.cl). The same shape classes and device-class variants as f32/f16: few x
+// rows (M < tune().gemm_min_rows) take the matrix-vector kernels ("row" on CPU devices, "wg" on GPUs); more rows
+// take the matrix-matrix kernels ("dot" on CPU devices, "tiled" on GPUs, env TANDEM_OPENCL_MM). CLBlast has no
 // quantized GEMM, so TANDEM_OPENCL_GEMM does not apply here.
 #include "backends/opencl/log.h"
 #include "backends/opencl/opencl_backend.h"
@@ -18,8 +19,10 @@ size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 }  // namespace
 
 void opencl_backend::matmul_quant(const tensor& w, const tensor& x, const tensor& out) {
-    const bool q4 = w.type == dtype::q4_0;
-    const std::string q = q4 ? "q4_0" : "q8_0";
+    const bool kquant = w.type == dtype::q4_k || w.type == dtype::q6_k;
+    const std::string q(dtype_name(w.type));  // kernel names: mul_mv_<q>_f32_row, ...
+    const char* mv_file = kquant ? "mul_mv_kquant.cl" : "mul_mv_quant.cl";
+    const char* mm_file = kquant ? "mul_mm_kquant.cl" : "mul_mm_quant.cl";
     const int64_t K = w.ne[0], N = w.nrows(), M = x.nrows();
     if (M == 0 || N == 0) return;
     const cl_int k = dim(K, "matmul"), n = dim(N, "matmul"), m = dim(M, "matmul");
@@ -29,8 +32,8 @@ void opencl_backend::matmul_quant(const tensor& w, const tensor& x, const tensor
         const std::string name = "mul_mv_" + q + "_f32_" + (row ? "row" : "wg");
         const size_t wgs = tune_.gemv_wgs;
         const int rows = M == 1 ? 1 : k_mv_rows;  // one program each; a short last pass recomputes a row
-        cl_kernel kern = kernel("mul_mv_quant.cl", name.c_str(),
-                                "-DMV_ROWS=" + std::to_string(rows) + " -DWGS=" + std::to_string(wgs));
+        cl_kernel kern =
+            kernel(mv_file, name.c_str(), "-DMV_ROWS=" + std::to_string(rows) + " -DWGS=" + std::to_string(wgs));
         set_args(kern, arg(w), arg(x), arg(out), k, n, m);
         const size_t groups_m = size_t((M + rows - 1) / rows);
         const size_t global[2] = {row ? size_t(N) : size_t(N) * wgs, groups_m};
@@ -41,7 +44,7 @@ void opencl_backend::matmul_quant(const tensor& w, const tensor& x, const tensor
     if (tune_.mm == mm_variant::dot) {
         const std::string name = "mul_mm_" + q + "_f32_dot";
         log().debug("matmul {}x{}x{} {}: tandem {}", M, N, K, q, name);
-        cl_kernel kern = kernel("mul_mm_quant.cl", name.c_str(), tune_.mm_defines);
+        cl_kernel kern = kernel(mm_file, name.c_str(), tune_.mm_defines);
         set_args(kern, arg(w), arg(x), arg(out), k, n, m);
         const size_t global[2] = {(size_t(N) + tune_.mmd_block[0] - 1) / tune_.mmd_block[0],
                                   (size_t(M) + tune_.mmd_block[1] - 1) / tune_.mmd_block[1]};
@@ -51,7 +54,7 @@ void opencl_backend::matmul_quant(const tensor& w, const tensor& x, const tensor
     }
     const std::string name = "mul_mm_" + q + "_f32_tiled";
     log().debug("matmul {}x{}x{} {}: tandem {}", M, N, K, q, name);
-    cl_kernel kern = kernel("mul_mm_quant.cl", name.c_str(), tune_.mm_defines);
+    cl_kernel kern = kernel(mm_file, name.c_str(), tune_.mm_defines);
     set_args(kern, arg(w), arg(x), arg(out), k, n, m);
     const size_t global[2] = {round_up(size_t(N), tune_.mm_tile[0]) / tune_.mm_tile[0] * tune_.mm_local[0],
                               round_up(size_t(M), tune_.mm_tile[1]) / tune_.mm_tile[1] * tune_.mm_local[1]};
