@@ -1,6 +1,8 @@
 // get_rows_<table>_f32: out[m][k] = table[ids[m]][k] as f32, one element per invocation. Q8_0 / Q4_0 tables
 // (TABLE_Q8_0, TABLE_Q4_0; t_off in bytes) are decoded in place from 32-bit words (shaders/include/quant.glsl):
-// the block's scale and the element's byte, two loads at most.
+// the block's scale and the element's byte, two loads at most. Q4_K / Q6_K tables (TABLE_Q4_K, TABLE_Q6_K) the
+// same way (shaders/include/kquant.glsl): d / dmin and 3 scale words and the quant byte (Q4_K), or d, the scale
+// byte and the ql and qh bytes (Q6_K), bit-identical to the reference dequantization.
 // The table may be bound in chunks of rows [row0, row0 + n_rows) (maxStorageBufferRange): each dispatch
 // writes the rows whose id falls in its chunk. Ids outside the whole table set ERR_GET_ROWS_ID and give zeros.
 #version 450
@@ -9,10 +11,11 @@
 
 layout(local_size_x_id = 0) in;
 
-#if defined(TABLE_Q8_0) || defined(TABLE_Q4_0)
+#if defined(TABLE_Q8_0) || defined(TABLE_Q4_0) || defined(TABLE_Q4_K) || defined(TABLE_Q6_K)
 layout(std430, binding = 0) readonly buffer T { uint table[]; };
 #define QW(i) table[i]
 #include "quant.glsl"
+#include "kquant.glsl"
 #elif defined(TABLE_F16)
 layout(std430, binding = 0) readonly buffer T { uint table[]; };
 #else
@@ -43,7 +46,15 @@ void main() {
         return;
     }
     if (uint(id) < pc.row0 || uint(id) >= pc.row0 + pc.n_rows) return;
-#if defined(TABLE_Q8_0) || defined(TABLE_Q4_0)
+#if defined(TABLE_Q4_K) || defined(TABLE_Q6_K)
+#if defined(TABLE_Q4_K)
+    const uint b = pc.t_off + ((uint(id) - pc.row0) * (pc.k / QK_K) + k / QK_K) * Q4_K_BYTES;
+    o[pc.o_off + i] = q4_k_element(b, k % QK_K);
+#else
+    const uint b = pc.t_off + ((uint(id) - pc.row0) * (pc.k / QK_K) + k / QK_K) * Q6_K_BYTES;
+    o[pc.o_off + i] = q6_k_element(b, k % QK_K);
+#endif
+#elif defined(TABLE_Q8_0) || defined(TABLE_Q4_0)
     const uint c = k % QK;  // element c of block k / QK
 #if defined(TABLE_Q8_0)
     const uint b = pc.t_off + ((uint(id) - pc.row0) * (pc.k / QK) + k / QK) * Q8_0_BYTES;

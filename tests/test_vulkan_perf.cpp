@@ -1,5 +1,5 @@
 // The Vulkan backend's performance report (TANDEM_VULKAN_PERF=1; a report, not a check): lavapipe's own read
-// bandwidth, F32/F16/Q8_0/Q4_0 GEMV and GEMM next to it, submit cost and a stories260K decode step. SKIPs
+// bandwidth, F32/F16/Q8_0/Q4_0/Q4_K/Q6_K GEMV and GEMM next to it, submit cost and a stories260K decode step. SKIPs
 // without the variable or without a Vulkan device.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -43,14 +43,22 @@ std::unique_ptr<backend> try_vulkan(const std::string& name, std::string& why) {
 
 // ---- performance sanity (a report, not a check): TANDEM_VULKAN_PERF=1 ----
 
-// n rows of k weights of a block type as random quant bytes under a fixed finite scale (0.01): benchmark data.
+// n rows of k weights of a block type as random quant bytes under fixed finite scales (0.01; Q4_K's d and dmin at
+// bytes 0..3 of each super-block, Q6_K's d at bytes 208..209): benchmark data.
 std::vector<uint8_t> random_blocks(dtype t, int64_t k, int64_t n, uint64_t seed) {
     std::vector<uint8_t> bytes(dtype_row_bytes(t, k) * size_t(n));
     std::mt19937_64 g(seed);
     for (auto& b : bytes) b = uint8_t(g());
-    const size_t bb = dtype_row_bytes(t, 32);
+    const auto info = *dtype_info(uint32_t(t));
     const uint16_t d = fp32_to_fp16(0.01f);
-    for (size_t i = 0; i < bytes.size(); i += bb) std::memcpy(&bytes[i], &d, 2);
+    for (size_t i = 0; i < bytes.size(); i += info.block_bytes) {
+        if (t == dtype::q6_k) {
+            std::memcpy(&bytes[i + 208], &d, 2);
+        } else {
+            std::memcpy(&bytes[i], &d, 2);
+            if (t == dtype::q4_k) std::memcpy(&bytes[i + 2], &d, 2);
+        }
+    }
     return bytes;
 }
 
@@ -105,7 +113,7 @@ TEST(vulkan_perf, bandwidth_gemv_gemm_and_submit_cost) {
             double t = 0;
         };
         std::vector<quant_gemv> qg;
-        for (dtype qt : {dtype::q8_0, dtype::q4_0}) {
+        for (dtype qt : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k}) {
             for (int64_t qn : {int64_t(4096), int64_t(11008)}) {
                 const auto bytes = random_blocks(qt, n, qn, 5);
                 qg.push_back({qt, qn, be.alloc(bytes.size())});
@@ -146,7 +154,7 @@ TEST(vulkan_perf, bandwidth_gemv_gemm_and_submit_cost) {
         std::printf("  GEMM f32 M=512 K=N=1024 %5.2f GFLOP/s\n", 2.0 * gm * gk * gn / t_gemm / 1e9);
         // Quantized GEMM: M=512 K=N=4096 with the CPU-family kernels (lavapipe's default); the GPU family's tiled
         // shader runs at ~1 GFLOP/s on lavapipe, so it gets K=N=1024 to keep the report short.
-        for (dtype qt : {dtype::q8_0, dtype::q4_0}) {
+        for (dtype qt : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k}) {
             const int64_t qk = std::string(family) == "cpu" ? 4096 : 1024, qn = qk;
             const auto bytes = random_blocks(qt, qk, qn, 6);
             auto wq = be.alloc(bytes.size());

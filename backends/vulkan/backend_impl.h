@@ -42,7 +42,7 @@ class vk_buffer final : public buffer {
 };
 
 // A bound range of a buffer and the element offset of the tensor's first element inside it (for the block
-// formats q8_0 / q4_0: its byte offset).
+// formats q8_0 / q4_0 / q4_k / q6_k: its byte offset).
 struct view {
     VkDescriptorBufferInfo info{};
     uint32_t elem = 0;
@@ -142,7 +142,8 @@ class vk_backend final : public backend {
     void release(allocation a);
 
  private:
-    void matmul_quant(const tensor& w, const tensor& x, const tensor& out);  // Q8_0 / Q4_0 weights
+    void matmul_quant(const tensor& w, const tensor& x, const tensor& out);   // Q8_0 / Q4_0 weights
+    void matmul_kquant(const tensor& w, const tensor& x, const tensor& out);  // Q4_K / Q6_K weights
     void record(const char* variant, std::initializer_list<uint32_t> spec, std::initializer_list<arg> args,
                 const void* push, uint32_t push_bytes, groups g);
     allocation allocate(size_t bytes, bool zero);

@@ -60,7 +60,9 @@ uint32_t elem_bytes(dtype t) {
             return 2;
         case dtype::q8_0:
         case dtype::q4_0:
-            return 1;  // block formats: views count bytes (shaders/include/quant.glsl reads the words)
+        case dtype::q4_k:
+        case dtype::q6_k:
+            return 1;  // block formats: views count bytes (shaders/include/quant.glsl, kquant.glsl read the words)
         default:
             throw error(TANDEM_ERR_UNSUPPORTED,
                         "vulkan: tensors of type " + std::string(dtype_name(t)) + " are not supported");
@@ -119,8 +121,9 @@ vk_backend::~vk_backend() {
 bool vk_backend::supports(op o, dtype t) const {
     switch (o) {
         case op::get_rows:
-        case op::matmul:  // quantized weights: ops/matmul_quant.cpp, ops/elementwise.cpp
-            return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0;
+        case op::matmul:  // quantized weights: ops/matmul_quant.cpp, ops/matmul_kquant.cpp, ops/elementwise.cpp
+            return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0 || t == dtype::q4_k ||
+                   t == dtype::q6_k;
         case op::attention:
         case op::kv_write:
         case op::kv_copy:

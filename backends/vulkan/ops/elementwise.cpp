@@ -1,5 +1,5 @@
-// Launchers of the element-wise family: get_rows (f32/f16/Q8_0/Q4_0 table; quantized rows decoded in place),
-// add and swiglu. One element per invocation, so no shader loop and nothing for lavapipe's loop limit to count.
+// Launchers of the element-wise family: get_rows (f32/f16/Q8_0/Q4_0/Q4_K/Q6_K table; quantized rows decoded in
+// place), add and swiglu. One element per invocation, so no shader loop and nothing for lavapipe's loop limit to count.
 #include "backends/op_checks.h"
 #include "backends/vulkan/backend_impl.h"
 #include "engine/error.h"
@@ -24,12 +24,15 @@ void vk_backend::get_rows(const tensor& table, const tensor& ids, const tensor& 
         throw error(TANDEM_ERR_UNSUPPORTED, "vulkan: get_rows on a " + std::string(dtype_name(table.type)) + " table");
     const int64_t k = table.ne[0], rows = table.nrows(), m = ids.nelements();
     if (k == 0 || m == 0) return;
-    const bool quant = table.type == dtype::q8_0 || table.type == dtype::q4_0;
+    const bool quant = table.type == dtype::q8_0 || table.type == dtype::q4_0 || table.type == dtype::q4_k ||
+                       table.type == dtype::q6_k;
     // Blocks are decoded from 32-bit words assuming each starts on an even byte (GGUF aligns tensors to 32).
     if (quant && table.offset % 2 != 0)
         throw error(TANDEM_ERR_UNSUPPORTED, "vulkan: get_rows on a quantized table at an odd byte offset");
     const char* variant = table.type == dtype::q8_0   ? "get_rows_q8_0_f32"
                           : table.type == dtype::q4_0 ? "get_rows_q4_0_f32"
+                          : table.type == dtype::q4_k ? "get_rows_q4_k_f32"
+                          : table.type == dtype::q6_k ? "get_rows_q6_k_f32"
                           : table.type == dtype::f16  ? "get_rows_f16_f32"
                                                       : "get_rows_f32_f32";
     const uint32_t wg = group_size(256);

@@ -4,7 +4,8 @@
 // matmul_<w>_f32_rows, RN weight rows per invocation and no barriers, for every M. The activation rows go
 // in chunks of 8 (a specialization constant) plus one dispatch for the remainder. Weights larger than one
 // binding may hold go in chunks of rows, and on loop-limited devices (lavapipe) long K is cut into ranges
-// dispatched in order, each adding to out. Q8_0 / Q4_0 weights: ops/matmul_quant.cpp.
+// dispatched in order, each adding to out. Q8_0 / Q4_0 weights: ops/matmul_quant.cpp, Q4_K / Q6_K weights:
+// ops/matmul_kquant.cpp.
 #include <algorithm>
 #include <vector>
 
@@ -30,6 +31,7 @@ enum class path { vec, tiled, rows };
 void vk_backend::matmul(const tensor& w, const tensor& x, const tensor& out) {
     checks::matmul(w, x, out);
     if (w.type == dtype::q8_0 || w.type == dtype::q4_0) return matmul_quant(w, x, out);
+    if (w.type == dtype::q4_k || w.type == dtype::q6_k) return matmul_kquant(w, x, out);
     if (!supports(op::matmul, w.type))
         throw error(TANDEM_ERR_UNSUPPORTED, "vulkan: matmul with " + std::string(dtype_name(w.type)) + " weights");
     const int64_t k = w.ne[0], n = w.nrows(), m = x.nrows();
