@@ -1,12 +1,15 @@
-// Case builders shared between the op-family files and the harness self-test.
+// Case builders shared between the op-family files, the harness self-test and the perf cases (gtest-free).
 #pragma once
 
-#include "tests/backend_ops/harness.h"
+#include "tests/backend_ops/op_case.h"
 
 namespace tandem::test {
 
 // x f32 {K, M} times w {K, N} (f32 or f16) into out f32 {N, M}.
 op_case matmul_case(rng& r, const arg& w, int64_t m);
+
+// Uniform [-1, 1] values quantized to t (a type quantize_row produces: q8_0, q4_0, q4_k, q6_k).
+arg quantized_arg(rng& r, dtype t, std::array<int64_t, 4> ne);
 
 // The layout of one attention call: meta {kv_begin, kv_len, tree, parent} and slots for the M query rows,
 // then for T - M walk-only entries (tokens already in the cache that a tree walk passes through).

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "tests/backend_ops/cases.h"
+#include "tests/backend_ops/harness.h"
 #include "tests/common/test_util.h"
 
 namespace tandem::test {

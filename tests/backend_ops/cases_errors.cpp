@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "tests/backend_ops/cases.h"
+#include "tests/backend_ops/harness.h"
 
 namespace tandem::test {
 

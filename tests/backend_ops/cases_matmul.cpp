@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "tests/backend_ops/cases.h"
+#include "tests/backend_ops/harness.h"
 
 namespace tandem::test {
 
@@ -13,20 +14,6 @@ const int64_t ks[] = {1, 5, 7, 8, 32, 33, 64, 172, 4097};
 const int64_t ns[] = {1, 7, 64, 513};
 
 }  // namespace
-
-op_case matmul_case(rng& r, const arg& w, int64_t m) {
-    const int64_t k = w.ne[0], n = w.ne[1];
-    op_case c;
-    c.desc = "matmul_" + std::string(dtype_name(w.type)) + "_f32 M=" + std::to_string(m) + " K=" + std::to_string(k) +
-             " N=" + std::to_string(n);
-    c.args = {w, random_arg(r, dtype::f32, {k, m, 1, 1}), output_arg(dtype::f32, {n, m, 1, 1})};
-    c.outputs = {2};
-    // Inputs in [-1, 1]: only the summation order differs (f16 -> f32 is exact), so the error of a dot
-    // product of K terms stays around 1e-7 * K; a single dropped or doubled term (~0.3) is far above.
-    c.tol = {1e-10, 2e-6 * double(k) + 1e-6};
-    c.run = [](backend& b, const std::vector<tensor>& t) { b.matmul(t[0], t[1], t[2]); };
-    return c;
-}
 
 namespace {
 

@@ -9,6 +9,7 @@
 
 #include "engine/quantize.h"
 #include "tests/backend_ops/cases.h"
+#include "tests/backend_ops/harness.h"
 
 namespace tandem::test {
 
@@ -19,20 +20,6 @@ const int64_t ks[] = {32, 96, 256, 4096, 4160};
 const int64_t ns[] = {1, 7, 250, 513};
 // Multiply-adds per case above which the fixed sweep leaves a shape to the random set (cpu_ref is naive).
 constexpr int64_t k_sweep_macs = 200'000'000;
-
-// Uniform [-1, 1] values quantized to t (the harness's random_arg only knows plain floats).
-arg quant_arg(rng& r, dtype t, std::array<int64_t, 4> ne) {
-    const auto values = random_floats(r, ne[0] * ne[1] * ne[2] * ne[3]);
-    arg a;
-    a.type = t;
-    a.ne = ne;
-    a.bytes.resize(dtype_row_bytes(t, ne[0]) * size_t(ne[1] * ne[2] * ne[3]));
-    const size_t rb = dtype_row_bytes(t, ne[0]);
-    for (int64_t row = 0; row < ne[1] * ne[2] * ne[3]; ++row) {
-        quantize_row(t, values.data() + row * ne[0], a.bytes.data() + size_t(row) * rb, ne[0]);
-    }
-    return a;
-}
 
 // Backends that multiply the exactly dequantized weights with the f32 activations (the GPU kernels); the others
 // (cpu) may quantize the activations to Q8 blocks first.
@@ -67,7 +54,7 @@ void matmul_sweep(backend_ops& t, dtype wt) {
     const bool exact = exact_activations(t.GetParam());
     for (int64_t k : ks) {
         for (int64_t n : ns) {
-            const arg w = quant_arg(t.random(), wt, {k, n, 1, 1});
+            const arg w = quantized_arg(t.random(), wt, {k, n, 1, 1});
             for (int64_t m : ms)
                 if (k * n * m <= k_sweep_macs) t.check(quant_matmul_case(t.random(), w, m, exact));
         }
@@ -85,7 +72,7 @@ void matmul_sweep(backend_ops& t, dtype wt) {
                 rand_ms[r.integer(0, 5)]};
         if (s.k * s.n * s.m <= 3 * k_sweep_macs / 2) shapes.push_back(s);
     }
-    for (const auto& s : shapes) t.check(quant_matmul_case(r, quant_arg(r, wt, {s.k, s.n, 1, 1}), s.m, exact));
+    for (const auto& s : shapes) t.check(quant_matmul_case(r, quantized_arg(r, wt, {s.k, s.n, 1, 1}), s.m, exact));
 }
 
 void get_rows_sweep(backend_ops& t, dtype wt) {
@@ -97,7 +84,7 @@ void get_rows_sweep(backend_ops& t, dtype wt) {
                 op_case c;
                 c.desc = "get_rows_" + std::string(dtype_name(wt)) + "_f32 table=" + shape_str({k, n_rows, 1, 1}) +
                          " M=" + std::to_string(m);
-                c.args = {quant_arg(t.random(), wt, {k, n_rows, 1, 1}), i32_arg({m, 1, 1, 1}, ids),
+                c.args = {quantized_arg(t.random(), wt, {k, n_rows, 1, 1}), i32_arg({m, 1, 1, 1}, ids),
                           output_arg(dtype::f32, {k, m, 1, 1})};
                 c.outputs = {2};
                 c.tol = {};  // d * q in f32 is one exact product of an fp16 and a small integer: bit-exact
@@ -127,7 +114,7 @@ TEST_P(backend_ops, matmul_q4_0_f32_threads) {
         dut().set_threads(threads);
         for (dtype wt : {dtype::q4_0, dtype::q8_0}) {
             if (!supports(op::matmul, wt)) continue;
-            const arg w = quant_arg(random(), wt, {160, 513, 1, 1});
+            const arg w = quantized_arg(random(), wt, {160, 513, 1, 1});
             for (int64_t m : {1, 5, 64}) check(quant_matmul_case(random(), w, m, exact_activations(GetParam())));
         }
     }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "tests/backend_ops/cases.h"
+#include "tests/backend_ops/harness.h"
 
 namespace tandem::test {
 
