@@ -1,7 +1,9 @@
 // The edge's gRPC link; see cloud_link.h.
 #include "collab/cloud_link.h"
 
+#include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "engine/error.h"
@@ -21,15 +23,36 @@ std::shared_ptr<grpc::ChannelCredentials> credentials(const link_config& c) {
 }
 
 link_error from_status(const grpc::Status& st, const char* what) {
+    // A stream reset at the HTTP/2 level (nginx resets the edge's stream when the replica behind it dies) reaches
+    // gRPC as INTERNAL, but it is a transport failure, not the server's answer (the server's own statuses arrive
+    // in trailers): report it as UNAVAILABLE so the edge reconnects instead of giving up.
+    if (st.error_code() == grpc::StatusCode::INTERNAL && st.error_message().rfind("Received RST_STREAM", 0) == 0) {
+        return link_error(grpc::StatusCode::UNAVAILABLE,
+                          std::string(what) + ": " + st.error_message() + " (the connection to the server was lost)");
+    }
     return link_error(st.error_code(), std::string(what) + ": " + st.error_message());
 }
 }  // namespace
+
+std::string make_route_key() {
+    // Only needs to spread edges evenly over replicas, not to be secret: the session id is the capability.
+    std::random_device rd;
+    const uint64_t k = (uint64_t(rd()) << 32) ^ uint64_t(rd());
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(k));
+    return buf;
+}
 
 cloud_link::cloud_link(const link_config& cfg) : cfg_(cfg), up_(cfg.emu), down_([&] {
     net_emu_config d = cfg.emu;
     d.seed ^= 0x5bd1e995u;
     return d;
 }()) {
+    if (cfg_.route_key.empty()) cfg_.route_key = make_route_key();
+    // gRPC rejects metadata values outside printable ASCII; say which setting is wrong instead.
+    for (const char ch : cfg_.route_key) {
+        if (ch < 0x20 || ch > 0x7e) throw error(TANDEM_ERR_INVALID_ARGUMENT, "the routing key must be printable ASCII");
+    }
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(cfg.max_message_bytes);
     args.SetMaxSendMessageSize(cfg.max_message_bytes);
@@ -55,6 +78,7 @@ cloud_link::~cloud_link() {
 std::unique_ptr<grpc::ClientContext> cloud_link::context(std::chrono::milliseconds timeout) const {
     auto ctx = std::make_unique<grpc::ClientContext>();
     if (!cfg_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + cfg_.token);
+    ctx->AddMetadata(route_header, cfg_.route_key);
     if (timeout.count() > 0) ctx->set_deadline(std::chrono::system_clock::now() + timeout);
     return ctx;
 }
@@ -178,9 +202,9 @@ void cloud_link::send(const v1::VerifyRequest& req) {
         std::lock_guard lock(wd_mu_);
         stream_ctx_ = std::move(ctx);
     }
+    arm();  // the emulated uplink delay counts against the reply's deadline, as a real link's would
     up_.pass(req.ByteSizeLong());
     counters_.bytes_sent += req.ByteSizeLong();
-    arm();
     if (!stream_->Write(req)) fail_stream();
 }
 
@@ -189,8 +213,24 @@ v1::VerifyResponse cloud_link::receive() {
     const auto t0 = std::chrono::steady_clock::now();
     v1::VerifyResponse resp;
     if (!stream_->Read(&resp)) fail_stream();
+    // The emulated downlink delay counts too: a reply that would arrive after the deadline is given up on, as
+    // the watchdog gives up on a real one (the stream is dropped; the next send opens a new one).
+    const double down = down_.cost(resp.ByteSizeLong());
+    std::chrono::steady_clock::time_point deadline;
+    {
+        std::lock_guard lock(wd_mu_);
+        deadline = wd_deadline_;
+    }
     disarm();
-    down_.pass(resp.ByteSizeLong());
+    const auto arrival = std::chrono::steady_clock::now() +
+                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(down));
+    if (down > 0 && arrival > deadline) {
+        std::this_thread::sleep_until(deadline);
+        reset_stream();
+        throw link_error(grpc::StatusCode::DEADLINE_EXCEEDED,
+                         "verify: no reply within " + std::to_string(cfg_.timeout.count()) + " ms (emulated link)");
+    }
+    std::this_thread::sleep_until(arrival);
     counters_.bytes_received += resp.ByteSizeLong();
     counters_.round_trips += 1;
     counters_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

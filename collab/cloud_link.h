@@ -1,6 +1,6 @@
-// The edge's connection to a verification server: a channel (plaintext or TLS), the bearer token on every
-// call, a deadline on every call (a verify stream's reply is awaited at most `timeout`; then the stream is
-// cancelled), byte counters, and the network emulator on what the edge sends and receives.
+// The edge's connection to a verification server: a channel (plaintext or TLS), the bearer token and the
+// routing key on every call, a deadline on every call (a verify stream's reply is awaited at most `timeout`;
+// then the stream is cancelled), byte counters, and the network emulator on what the edge sends and receives.
 #pragma once
 
 #include <chrono>
@@ -25,7 +25,16 @@ struct link_config {
     std::chrono::milliseconds timeout{10000};  // per call / per verify reply
     int32_t max_message_bytes = 1 << 20;
     net_emu_config emu;     // applied to each message in each direction
+    // Sent as `x-tandem-route` metadata on every call so that a load balancer hashing on it (deploy/nginx)
+    // keeps all of this link's sessions on one replica, the one holding their KV cache. "" = a random 64-bit
+    // hex key drawn when the link is made; it stays the same for the link's lifetime, across reopened sessions.
+    std::string route_key;
 };
+
+// The metadata key of the routing key (lower case, as gRPC requires).
+inline constexpr const char* route_header = "x-tandem-route";
+// A fresh random routing key: 16 lower-case hex digits.
+std::string make_route_key();
 
 // A failed call. unreachable(): the cloud cannot be reached now (retry later, go on locally); otherwise the
 // server refused the request (bad token, bad input, mismatch) and retrying will not help, except for
@@ -70,6 +79,7 @@ class cloud_link {
     void reset_stream();
     const link_counters& counters() const { return counters_; }
     const link_config& config() const { return cfg_; }
+    const std::string& route_key() const { return cfg_.route_key; }
 
    private:
     std::unique_ptr<grpc::ClientContext> context(std::chrono::milliseconds timeout) const;

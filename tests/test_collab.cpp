@@ -15,6 +15,7 @@
 #include "engine/llama2c.h"
 #include "engine/session.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/common/collab_util.h"
 #include "tests/common/test_util.h"
 
 namespace tandem::collab {
@@ -22,64 +23,7 @@ namespace {
 
 using grpc::StatusCode;
 
-const model& target_model() {
-    static auto m = model::load(test::model_path("stories260K.gguf"), make_backend("cpu"));
-    return *m;
-}
-const model& draft_model() {
-    static auto m = model::load(test::model_path("llama2xs_tinystories_279K.gguf"), make_backend("cpu"));
-    return *m;
-}
-
-// Target-only greedy continuation of `prompt`, n tokens, no stop tokens.
-std::vector<int32_t> target_greedy(const std::vector<int32_t>& prompt, int n) {
-    sampling_params sp;
-    sp.temperature = 0;
-    session s(target_model(), sp, 1024);
-    s.feed(prompt);
-    std::vector<int32_t> out;
-    for (int i = 0; i < n; ++i) out.push_back(s.step());
-    return out;
-}
-
-server_config test_server_config(int port = 0) {
-    server_config c;
-    c.address = "127.0.0.1:" + std::to_string(port);
-    c.model_id = "stories260K";
-    c.tokens = {"edge-a-secret", "edge-b-secret"};
-    c.seq_capacity = 1024;
-    c.kv_regions = 40;
-    c.stats_interval = std::chrono::seconds(0);
-    return c;
-}
-
-edge_config test_edge_config(int port, draft_strategy strategy = draft_strategy::chain) {
-    edge_config c;
-    c.link.address = "127.0.0.1:" + std::to_string(port);
-    c.link.token = "edge-a-secret";
-    c.link.timeout = std::chrono::milliseconds(20000);
-    c.draft.strategy = strategy;
-    c.draft.branching = {3, 2, 1};
-    c.draft.budget = 16;
-    c.ctx = 1024;
-    c.ignore_eos = true;
-    c.backoff_initial = std::chrono::milliseconds(20);
-    c.backoff_max = std::chrono::milliseconds(200);
-    return c;
-}
-
-std::vector<int32_t> prompt_of(const std::string& text) { return draft_model().tokenizer().encode(text, true); }
-
-v1::OpenSessionRequest open_request(const std::vector<int32_t>& prompt) {
-    v1::OpenSessionRequest r;
-    r.set_tokenizer_fingerprint(draft_model().tokenizer().fingerprint());
-    r.set_vocab_size(uint32_t(draft_model().tokenizer().n_vocab()));
-    sampling_params greedy;
-    greedy.temperature = 0;
-    sampling_to_proto(greedy, r.mutable_sampling());
-    for (int32_t t : prompt) r.add_prompt_tokens(t);
-    return r;
-}
+using namespace test;
 
 // One verify exchange on a fresh link; returns the status code (OK when a reply came).
 StatusCode verify_status(cloud_link& link, const v1::VerifyRequest& req, std::string* message = nullptr) {
@@ -125,7 +69,7 @@ TEST_F(collab_loopback, greedy_output_equals_target_only_for_chain_tree_dynamic_
 
 TEST_F(collab_loopback, thirty_two_concurrent_edges_get_target_output_and_are_batched) {
     const int n_edges = 32, n = 48;
-    const std::string text = test::read_file(test::model_path("tinystories_valid_head.txt"));
+    const std::string text = tandem::test::read_file(tandem::test::model_path("tinystories_valid_head.txt"));
     std::vector<std::vector<int32_t>> prompts, want;
     for (int i = 0; i < n_edges; ++i) {
         // Prompts of different lengths: the first 3..12 words of successive lines.
@@ -182,7 +126,7 @@ TEST(collab_eviction, sessions_evicted_from_a_small_kv_pool_are_rebuilt_transpar
 
 TEST_F(collab_loopback, vocabulary_mismatch_is_refused_at_session_open) {
     const std::string aidreams = ::testing::TempDir() + "/collab_aidreams260K.gguf";
-    convert_llama2c(test::model_path("aidreams260K.bin"), test::model_path("aidreams_tok512.bin"), aidreams, "aidreams260K");
+    convert_llama2c(tandem::test::model_path("aidreams260K.bin"), tandem::test::model_path("aidreams_tok512.bin"), aidreams, "aidreams260K");
     auto other = model::load(aidreams, make_backend("cpu"));
     auto cfg = test_edge_config(port_);
     cfg.draft_name = "aidreams260K";

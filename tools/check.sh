@@ -24,8 +24,11 @@ tools/install_deps.sh
 jobs=$(nproc)
 
 if [ "$fuzz" = 1 ]; then
+  # The fuzz targets run on the cpu backend only, so the GPU backends are left out of this build. Each target
+  # runs 20 s from its seed corpus (tests/fuzz/corpus/<target>); a finding fails the check and its input is
+  # saved in build-fuzz/tests/fuzz/fuzz_<target>_work/ (crash-*, leak-*, oom-*, timeout-*).
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_FUZZ=ON \
-    -DTANDEM_BUILD_TESTS=ON >/dev/null
+    -DTANDEM_BUILD_TESTS=ON -DTANDEM_OPENCL=OFF -DTANDEM_VULKAN=OFF >/dev/null
   cmake --build build-fuzz -j "$jobs" --target fuzz_targets
   ctest --test-dir build-fuzz -L fuzz --output-on-failure
   exit 0
@@ -55,6 +58,11 @@ cmake --build "$dir" -j "$jobs"
 if ! "$dir/pyenv/bin/python" -c "import openai" >/dev/null 2>&1; then
   (python3 -m venv "$dir/pyenv" && "$dir/pyenv/bin/pip" install -q openai) >/dev/null 2>&1 ||
     echo "check: could not install the openai Python package; its test will be skipped"
+fi
+# kubernetes-validate for the offline schema check of deploy/k8s (test k8s_manifests; skipped without it).
+if ! "$dir/pyenv/bin/python" -c "import kubernetes_validate" >/dev/null 2>&1; then
+  (python3 -m venv "$dir/pyenv" && "$dir/pyenv/bin/pip" install -q kubernetes-validate) >/dev/null 2>&1 ||
+    echo "check: could not install the kubernetes-validate Python package; the k8s_manifests test will be skipped"
 fi
 export TANDEM_PYTHON="$PWD/$dir/pyenv/bin/python"
 ctest --test-dir "$dir" -j "$jobs" --output-on-failure --timeout 900 -LE "slow|fuzz"

@@ -11,12 +11,13 @@ PACKAGES=(
   nlohmann-json3-dev                   # JSON (bench output, HTTP API)
   libgtest-dev libgmock-dev            # unit tests
   libbenchmark-dev                     # microbenchmarks
-  clang libclang-rt-14-dev             # libFuzzer targets
+  clang libclang-rt-14-dev llvm        # libFuzzer targets (check.sh --fuzz); llvm: llvm-symbolizer for their reports
   ocl-icd-opencl-dev opencl-headers opencl-c-headers clinfo pocl-opencl-icd libclblast-dev   # OpenCL backend
   libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-tools vulkan-validationlayers   # Vulkan backend
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc openssl   # edge-cloud link (openssl: test certificates)
   libcpp-httplib-dev curl python3-venv # OpenAI-compatible HTTP API (curl and the openai package in its tests)
   python3                              # helper scripts
+  nginx-light                          # gRPC load balancer of the failover test (deploy/nginx)
 )
 
 missing=()

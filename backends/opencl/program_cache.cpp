@@ -133,7 +133,25 @@ program_handle program_cache::build_text(const std::string& file, const std::str
     return build(file, text, defines);
 }
 
-program_handle program_cache::build(const std::string& file, const std::string& source, const std::string& defines) {
+// TANDEM_FAIL_KERNELS=a,b,...: kernel files whose name contains one of the comma-separated strings fail to
+// compile, through the driver's real path (an #error appended to the source), for fault-injection tests of
+// what the layers above do when a device cannot build a kernel.
+static bool forced_to_fail(const std::string& file) {
+    const char* env = std::getenv("TANDEM_FAIL_KERNELS");
+    if (!env || !*env) return false;
+    std::string list(env);
+    for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        const std::string item = list.substr(at, comma - at);
+        if (!item.empty() && file.find(item) != std::string::npos) return true;
+        at = comma + 1;
+    }
+    return false;
+}
+
+program_handle program_cache::build(const std::string& file, const std::string& source_in, const std::string& defines) {
+    const bool forced = forced_to_fail(file);
+    const std::string source = forced ? source_in + "\n#error \"compile failure forced by TANDEM_FAIL_KERNELS\"\n" : source_in;
     // Never -cl-fast-relaxed-math / -cl-finite-math-only: masks and the online softmax rely on -INFINITY.
     const std::string options = "-cl-std=CL1.2 " + defines;
     uint64_t key = fnv1a(source, 1469598103934665603ull);
@@ -142,7 +160,7 @@ program_handle program_cache::build(const std::string& file, const std::string& 
                                                    &dev_.driver_version, &dev_.device_version})
         key = fnv1a(*s, key);
     const std::filesystem::path path = dir_.empty() ? dir_ : dir_ / (hex(key) + ".clbin");
-    if (!path.empty()) {
+    if (!path.empty() && !forced) {
         if (auto prog = load_binary(path, key, options)) {
             ++stats_.loaded_from_disk;
             log().debug("kernels/{} [{}]: loaded from {}", file, defines, path.string());

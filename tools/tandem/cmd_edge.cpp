@@ -33,7 +33,9 @@ struct edge_options {
     float min_p = 0.05f;
     int64_t seed = -1;
     int timeout_ms = 10000;
+    int retry_ms = 100;
     bool quiet = false;
+    bool no_stream = false;
     bool model_given = false;
     std::string http;
     std::vector<std::string> api_keys;
@@ -48,6 +50,7 @@ int run(edge_options o) {
         if (const char* env = std::getenv("TANDEM_TOKEN")) c.link.token = env;
     }
     c.link.timeout = std::chrono::milliseconds(o.timeout_ms);
+    c.backoff_initial = std::chrono::milliseconds(o.retry_ms);
     c.draft.strategy = tandem::parse_draft_strategy(o.spec);
     c.draft.max_len = o.draft_max;
     c.draft.branching = o.tree;
@@ -100,6 +103,7 @@ int run(edge_options o) {
     try {
         tandem::collab::edge_session edge(*draft, c);
         r = edge.generate(prompt, o.n_predict, [&](const tandem::collab::edge_event& e) {
+            if (o.no_stream) return;
             if (e.retracted) {
                 std::fprintf(stdout, "\n[cloud corrected the last %zu unverified tokens]\n", e.retracted);
                 shown.resize(shown.size() - e.retracted);
@@ -113,6 +117,7 @@ int run(edge_options o) {
     } catch (const tandem::error& e) {
         throw cli_error{e.what()};
     }
+    for (size_t i = 0; o.no_stream && i < r.tokens.size(); ++i) put(r.tokens[i], r.verified[i]);
     std::fputc('\n', stdout);
     std::fflush(stdout);  // the text before the statistics on stderr
     const auto& s = r.stats;
@@ -159,11 +164,19 @@ action add_edge(CLI::App& app) {
     cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(CLI::Range(0, 1 << 20));
     cmd->add_flag("--ignore-eos", o->cfg.ignore_eos, "Do not stop at EOS/BOS");
     cmd->add_flag("-q,--quiet", o->quiet, "No header and statistics on stderr");
+    cmd->add_flag("--no-stream", o->no_stream, "Print the text once generation ends, every correction applied, "
+                                               "instead of streaming it");
     auto* net = "Server";
     cmd->add_option("--server", o->cfg.link.address, "Server address HOST:PORT")->capture_default_str()->group(net);
     cmd->add_option("--token", o->cfg.link.token, "Bearer token (env TANDEM_TOKEN)")->group(net);
     cmd->add_option("--tls-ca", o->cfg.link.tls_ca, "PEM file of the CA (or self-signed certificate) to trust: use TLS")->group(net);
+    cmd->add_option("--route-key", o->cfg.link.route_key,
+                    "Sticky-routing key sent as x-tandem-route on every call (default: random per run; see deploy/nginx)")
+        ->group(net);
     cmd->add_option("--model-id", o->cfg.model_id, "Target model to ask for (default: the server's)")->group(net);
+    cmd->add_option("--retry-ms", o->retry_ms, "First retry after the cloud became unreachable (doubles up to 4 s); "
+                                               "behind a load balancer another replica is usually there at once")
+        ->capture_default_str()->check(CLI::Range(1, 4000))->group(net);
     cmd->add_option("--timeout-ms", o->timeout_ms, "Deadline of each call; past it the cloud counts as unreachable")
         ->capture_default_str()->check(CLI::Range(1, 600000))->group(net);
     auto* spec = "Drafting";

@@ -52,6 +52,11 @@ void add_emulator_options(CLI::App* cmd, tandem::collab::net_emu_config& emu) {
     cmd->add_option("--delay-ms", emu.delay_ms, "Fixed one-way delay")->capture_default_str()->check(CLI::Range(0.0, 60000.0))->group(g);
     cmd->add_option("--jitter-ms", emu.jitter_ms, "Extra uniform random delay")->capture_default_str()->check(CLI::Range(0.0, 60000.0))->group(g);
     cmd->add_option("--bandwidth-mbps", emu.bandwidth_mbps, "Bandwidth cap (0 = none)")->capture_default_str()->check(CLI::NonNegativeNumber)->group(g);
+    cmd->add_option("--spike-prob", emu.spike_prob, "Probability that a message meets a delay spike")->capture_default_str()->check(CLI::Range(0.0, 1.0))->group(g);
+    cmd->add_option("--spike-ms", emu.spike_ms, "Length of a delay spike")->capture_default_str()->check(CLI::Range(0.0, 60000.0))->group(g);
+    cmd->add_option("--loss", emu.loss_prob, "Probability that a message's transmission is lost; TCP retransmits it "
+                                             "after --rto-ms (doubling per repeated loss), so it arrives late")->capture_default_str()->check(CLI::Range(0.0, 0.9))->group(g);
+    cmd->add_option("--rto-ms", emu.rto_ms, "Retransmission timeout of a lost message")->capture_default_str()->check(CLI::Range(1.0, 60000.0))->group(g);
 }
 
 }  // namespace tandem_cli
