@@ -1,6 +1,9 @@
 // Shared parts of the backend interface: tensor views, op names, the default wrap_host.
 #include "backends/backend.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "engine/error.h"
 
 namespace tandem {
@@ -35,6 +38,19 @@ std::unique_ptr<buffer> backend::wrap_host(const void* data, size_t bytes) {
     auto buf = alloc(bytes);
     upload(*buf, 0, data, bytes);
     return buf;
+}
+
+bool kernel_failure_forced(const std::string& kernel) {
+    const char* env = std::getenv("TANDEM_FAIL_KERNELS");
+    if (!env || !*env) return false;
+    const std::string list(env);
+    for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        const std::string item = list.substr(at, comma - at);
+        if (!item.empty() && kernel.find(item) != std::string::npos) return true;
+        at = comma + 1;
+    }
+    return false;
 }
 
 }  // namespace tandem

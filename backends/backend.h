@@ -139,4 +139,9 @@ std::vector<std::string> backend_names();
 // Creates a backend by name; throws tandem::error (invalid argument) naming the known backends.
 std::unique_ptr<backend> make_backend(const std::string& name);
 
+// Fault injection: true when TANDEM_FAIL_KERNELS (a comma-separated list) names a substring of `kernel` (an
+// OpenCL kernel file, a Vulkan shader variant). The device backends then fail to build it through their real
+// error path, so tests can check what the layers above do when a device cannot compile a kernel.
+bool kernel_failure_forced(const std::string& kernel);
+
 }  // namespace tandem

@@ -83,7 +83,11 @@ void scheduler::loop() {
         {
             std::lock_guard bv_lock(bv_mu_);
             const auto t0 = std::chrono::steady_clock::now();
-            bv_.run(jobs);
+            try {
+                bv_.run(jobs);  // per-job errors (and a failed device) come back in job.error
+            } catch (...) {     // anything else: fail this batch's requests, keep serving
+                for (auto& j : jobs) j.error = std::current_exception(), j.done = true;
+            }
             secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         }
         lock.lock();

@@ -124,11 +124,24 @@ void batch_verifier::run(std::span<verify_job> jobs) {
         live.push_back(&j);
     }
     if (live.empty()) return;
+    // A failing device (a kernel that does not build, a lost device) fails the pass, not the process: every live
+    // job gets the error and no sequence changes (rows written past n_cached are overwritten by the next pass).
+    std::vector<float> logits;
+    std::vector<size_t> logit0(live.size());
+    try {
+        pass(live, logits, logit0);
+    } catch (...) {
+        for (verify_job* j : live) j->error = std::current_exception(), j->done = true;
+        return;
+    }
+    accept_and_commit(live, logits, logit0);
+}
+
+void batch_verifier::pass(std::span<verify_job* const> live, std::vector<float>& logits, std::vector<size_t>& logit0) {
     for (verify_job* j : live) catch_up(*j->seq);
 
     // One pass: per job, its pending chain (the last row yields the root distribution), then its tree nodes.
     std::vector<batch_row> rows;
-    std::vector<size_t> logit0(live.size());
     size_t n_logits = 0;
     for (size_t i = 0; i < live.size(); ++i) {
         const verify_sequence& s = *live[i]->seq;
@@ -145,10 +158,13 @@ void batch_verifier::run(std::span<verify_job> jobs) {
         logit0[i] = n_logits;
         n_logits += 1 + t.size();
     }
-    std::vector<float> logits;
     fwd_.run(rows, logits);
     ++stats_.passes;
     stats_.rows += rows.size();
+}
+
+void batch_verifier::accept_and_commit(std::span<verify_job* const> live, const std::vector<float>& logits,
+                                       const std::vector<size_t>& logit0) {
 
     const size_t V = size_t(m_.hparams().n_vocab);
     std::vector<int32_t> src, dst;
@@ -184,7 +200,13 @@ void batch_verifier::run(std::span<verify_job> jobs) {
         j.result = std::move(a);
         j.done = true;
     }
-    cache_.copy_slots(src, dst);
+    try {
+        cache_.copy_slots(src, dst);
+    } catch (...) {
+        // The results stand (they came from a good pass); the accepted K/V did not move, so these sequences'
+        // caches are rebuilt from their tokens on their next pass.
+        for (verify_job* j : live) j->seq->n_cached = 0;
+    }
 }
 
 }  // namespace tandem

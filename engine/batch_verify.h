@@ -80,6 +80,10 @@ class batch_verifier {
    private:
     bool acquire(verify_sequence& s, std::span<const verify_job> pinned);
     void catch_up(verify_sequence& s);  // prefill all but the last `chunk` pending tokens
+    // run() in two halves: the forward pass over every live job (throws if the device fails), then acceptance.
+    void pass(std::span<verify_job* const> live, std::vector<float>& logits, std::vector<size_t>& logit0);
+    void accept_and_commit(std::span<verify_job* const> live, const std::vector<float>& logits,
+                           const std::vector<size_t>& logit0);
     int32_t base(const verify_sequence& s) const { return s.region * int32_t(capacity_); }
 
     const model& m_;

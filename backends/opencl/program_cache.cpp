@@ -2,6 +2,8 @@
 // driver's program binary; anything that does not verify, or that the driver refuses, is rebuilt from source.
 #include "backends/opencl/program_cache.h"
 
+#include "backends/backend.h"
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <unistd.h>
 
@@ -133,24 +135,8 @@ program_handle program_cache::build_text(const std::string& file, const std::str
     return build(file, text, defines);
 }
 
-// TANDEM_FAIL_KERNELS=a,b,...: kernel files whose name contains one of the comma-separated strings fail to
-// compile, through the driver's real path (an #error appended to the source), for fault-injection tests of
-// what the layers above do when a device cannot build a kernel.
-static bool forced_to_fail(const std::string& file) {
-    const char* env = std::getenv("TANDEM_FAIL_KERNELS");
-    if (!env || !*env) return false;
-    std::string list(env);
-    for (size_t at = 0; at <= list.size();) {
-        const size_t comma = std::min(list.find(',', at), list.size());
-        const std::string item = list.substr(at, comma - at);
-        if (!item.empty() && file.find(item) != std::string::npos) return true;
-        at = comma + 1;
-    }
-    return false;
-}
-
 program_handle program_cache::build(const std::string& file, const std::string& source_in, const std::string& defines) {
-    const bool forced = forced_to_fail(file);
+    const bool forced = kernel_failure_forced(file);  // an #error through the driver's real build path
     const std::string source = forced ? source_in + "\n#error \"compile failure forced by TANDEM_FAIL_KERNELS\"\n" : source_in;
     // Never -cl-fast-relaxed-math / -cl-finite-math-only: masks and the online softmax rely on -INFINITY.
     const std::string options = "-cl-std=CL1.2 " + defines;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "backends/backend.h"
 #include "backends/vulkan/log.h"
 #include "backends/vulkan/shader_table.h"
 #include "engine/error.h"
@@ -200,6 +201,7 @@ const pipeline& pipeline_store::get(const char* variant, std::span<const VkDescr
         what += std::to_string(v);
     }
     what += ")";
+    if (kernel_failure_forced(variant)) check(VK_ERROR_INITIALIZATION_FAILED, what + " [failure forced by TANDEM_FAIL_KERNELS]");
     check(api.vkCreateComputePipelines(dev_.get(), cache_.get(), 1, &ci, nullptr, &p), what);
     created_any_ = true;
     auto info = std::make_unique<pipeline>();
