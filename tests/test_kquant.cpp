@@ -3,17 +3,21 @@
 // 4..7, Q6_K's signed scales); quantize -> dequantize error bounds on Gaussian data; whole models: a synth model of
 // dim 256 / ffn 768 in q4_k and q6_k (written by synth and by quantize_model, q4_k_m and q4_0's q6_k output
 // included) loads and gives finite logits close to f32's on cpu_ref and cpu, and stories260K (dims 64 and 172)
-// falls back to q4_0 / q8_0 / f32 with a note.
+// falls back to q4_0 / q8_0 / f32 with a note; a file quantized to Q4_K_M by llama.cpp itself (models/) loads,
+// dequantizes to llama.cpp's values and generates cpu_ref's greedy tokens on every backend that accepts it.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -495,6 +499,160 @@ TEST_F(kquant_model, cli_quantize_and_synth) {
         const gguf_file f = gguf_file::open(path(std::string("cli_synth_") + t));
         EXPECT_EQ(dtype_name(f.find_tensor("blk.0.ffn_down.weight")->type), t);
         EXPECT_EQ(dtype_name(f.find_tensor("output.weight")->type), t);
+    }
+}
+
+// ---- a file quantized by llama.cpp ----
+
+// models/synth_k256_q4_k_m.gguf: a `tandem synth` f32 model (dim 256, 2 layers, 4 heads / 2 kv heads, ffn 768,
+// vocab 512) quantized to Q4_K_M by llama.cpp's own quantizer (models/README.md). Its blocks come from another
+// implementation's scale search, so they hold scale/min patterns our quantizer need not produce.
+// models/synth_k256_q4_k_m_dequant.bin holds llama.cpp's dequantization of its Q4_K / Q6_K tensors (layout in
+// bench/peers/kquant_asset.py): per tensor the float64 sum and sum of squares of every value, and the first and
+// last rows in full.
+const char* const llama_cpp_file = "synth_k256_q4_k_m.gguf";
+
+struct dequant_record {
+    std::string name;
+    uint32_t ggml_type = 0, row_len = 0, n_rows = 0;
+    double sum = 0, sum_sq = 0;
+    std::vector<std::pair<uint32_t, std::vector<float>>> rows;
+};
+
+// Reads the reference; a truncated or inconsistent file throws std::runtime_error naming the byte offset.
+std::vector<dequant_record> read_dequant_reference(const std::string& path) {
+    const std::string bytes = test::read_file(path);
+    size_t at = 0;
+    auto take = [&](void* dst, size_t n) {
+        if (at + n > bytes.size()) throw std::runtime_error(path + ": truncated at byte " + std::to_string(at));
+        std::memcpy(dst, bytes.data() + at, n);
+        at += n;
+    };
+    auto u32 = [&] {
+        uint32_t v;
+        take(&v, 4);
+        return v;
+    };
+    auto f64 = [&] {
+        double v;
+        take(&v, 8);
+        return v;
+    };
+    char magic[4];
+    take(magic, 4);
+    if (std::string(magic, 4) != "TKQR" || u32() != 1) throw std::runtime_error(path + ": not a TKQR v1 file");
+    const uint32_t n = u32();
+    if (n > 4096) throw std::runtime_error(path + ": implausible record count " + std::to_string(n));
+    std::vector<dequant_record> out(n);
+    for (auto& r : out) {
+        r.name.resize(u32());
+        take(r.name.data(), r.name.size());
+        r.ggml_type = u32(), r.row_len = u32(), r.n_rows = u32();
+        r.sum = f64(), r.sum_sq = f64();
+        r.rows.resize(u32());
+        for (auto& [index, row] : r.rows) {
+            index = u32();
+            row.resize(r.row_len);
+            take(row.data(), row.size() * sizeof(float));
+        }
+    }
+    if (at != bytes.size()) throw std::runtime_error(path + ": " + std::to_string(bytes.size() - at) + " extra bytes");
+    return out;
+}
+
+TEST(kquant_llama_cpp_file, tensor_types) {
+    const gguf_file f = gguf_file::open(test::model_path(llama_cpp_file));
+    EXPECT_EQ(f.get("general.file_type").as_int("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    std::map<std::string, int> count;
+    for (const auto& t : f.tensors()) ++count[std::string(dtype_name(t.type))];
+    EXPECT_EQ(count["q4_k"], 13);
+    EXPECT_EQ(count["q6_k"], 3);
+    EXPECT_EQ(count["f32"], 5);  // the norms: 2 per layer and the output norm
+    EXPECT_EQ(count.size(), 3u);
+    // llama.cpp's Q4_K_M rule: Q6_K for the output and, in the last of 2 layers, attn_v and ffn_down.
+    EXPECT_EQ(f.find_tensor("output.weight")->type, dtype::q6_k);
+    EXPECT_EQ(f.find_tensor("token_embd.weight")->type, dtype::q4_k);
+    for (const char* w : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
+        const bool more_bits = std::string(w) == "attn_v" || std::string(w) == "ffn_down";
+        EXPECT_EQ(f.find_tensor(std::string("blk.0.") + w + ".weight")->type, dtype::q4_k) << w;
+        EXPECT_EQ(f.find_tensor(std::string("blk.1.") + w + ".weight")->type, more_bits ? dtype::q6_k : dtype::q4_k)
+            << w;
+    }
+    auto m = model::load(test::model_path(llama_cpp_file), make_backend("cpu_ref"));
+    EXPECT_EQ(m->hparams().n_embd, 256);
+    EXPECT_EQ(m->hparams().n_layer, 2);
+    EXPECT_EQ(m->hparams().n_vocab, 512);
+}
+
+// Our dequantization of every Q4_K / Q6_K tensor against llama.cpp's (ggml's dequantize_row_q4_K / _q6_K, run by
+// bench/peers/kquant_asset.py when the asset was made).
+TEST(kquant_llama_cpp_file, dequantization_matches_llama_cpp) {
+    const gguf_file f = gguf_file::open(test::model_path(llama_cpp_file));
+    const auto ref = read_dequant_reference(test::model_path("synth_k256_q4_k_m_dequant.bin"));
+    ASSERT_EQ(ref.size(), size_t(13 + 3));
+    for (const auto& r : ref) {
+        SCOPED_TRACE(r.name);
+        const gguf_tensor_info* t = f.find_tensor(r.name);
+        ASSERT_NE(t, nullptr);
+        ASSERT_EQ(uint32_t(t->type), r.ggml_type);  // dtype values are GGML type ids
+        ASSERT_EQ(t->ne, (std::vector<int64_t>{r.row_len, r.n_rows}));
+        const size_t row_bytes = dtype_row_bytes(t->type, r.row_len);
+        std::vector<float> row(r.row_len);
+        double sum = 0, sum_sq = 0;
+        std::map<uint32_t, std::vector<float>> ours;
+        for (uint32_t i = 0; i < r.n_rows; ++i) {
+            dequantize_row(t->type, f.tensor_data(*t) + i * row_bytes, row.data(), r.row_len);
+            for (float v : row) sum += v, sum_sq += double(v) * v;
+            if (i == 0 || i + 1 == r.n_rows) ours[i] = row;  // the rows the reference keeps
+        }
+        // Same values summed in the same order in double: only a differing value can move these.
+        EXPECT_NEAR(sum, r.sum, 1e-9 * std::max(1.0, std::fabs(r.sum)));
+        EXPECT_NEAR(sum_sq, r.sum_sq, 1e-9 * r.sum_sq);
+        for (const auto& [index, want] : r.rows) {
+            const auto& got = ours.at(index);
+            double worst = 0;
+            for (uint32_t k = 0; k < r.row_len; ++k) worst = std::max(worst, double(std::fabs(got[k] - want[k])));
+            // The format's formulas in float, as ggml evaluates them: observed bit-identical, so no tolerance.
+            EXPECT_EQ(worst, 0.0) << "row " << index;
+        }
+    }
+}
+
+// Greedy generation of 32 tokens from BOS: every backend that accepts Q4_K and Q6_K gives cpu_ref's tokens. GPU
+// backends that do not accept them yet are skipped with a message and checked as soon as their supports() does.
+TEST(kquant_llama_cpp_file, greedy_tokens_agree_across_backends) {
+    const std::string file = test::model_path(llama_cpp_file);
+    const auto want = test::greedy_with_logits(*model::load(file, make_backend("cpu_ref")), 32);
+    std::string ids;
+    for (int32_t t : want.tokens) ids += " " + std::to_string(t);
+    std::printf("[ info     ] cpu_ref greedy tokens:%s\n", ids.c_str());  // models/README.md lists llama.cpp's
+    for (const std::string& name : backend_names()) {
+        if (name == "cpu_ref") continue;
+        std::string why;
+        auto be = test::try_backend(name, why);
+        if (!be) {
+            std::printf("[ skipped  ] %s: no device (%s)\n", name.c_str(), why.c_str());
+            continue;
+        }
+        bool ok = true;
+        for (dtype t : {dtype::q4_k, dtype::q6_k})
+            ok = ok && be->supports(op::matmul, t) && be->supports(op::get_rows, t);
+        if (!ok) {
+            std::printf("[ skipped  ] %s: supports() does not accept q4_k and q6_k yet\n", name.c_str());
+            continue;
+        }
+        test::greedy_run got;
+        try {
+            got = test::greedy_with_logits(*model::load(file, std::move(be)), 32);
+        } catch (const std::exception& e) {  // one backend's failure must not hide the others' results
+            ADD_FAILURE() << name << " accepts q4_k and q6_k but failed: " << e.what();
+            continue;
+        }
+        if (name == "cpu") {
+            EXPECT_EQ(got.tokens, want.tokens) << "cpu on " << llama_cpp_file;
+        } else {
+            test::expect_greedy_agrees(got, want, name + " on " + llama_cpp_file);
+        }
     }
 }
 
