@@ -33,6 +33,12 @@ std::string read_file(const std::string& path, const char* what) {
     return ss.str();
 }
 
+std::string number(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+}
+
 std::string new_session_id() {
     static std::mutex mu;
     static std::random_device rd;
@@ -57,6 +63,8 @@ Status status_of(const std::exception_ptr& e) {
         switch (x.status()) {
             case TANDEM_ERR_INVALID_ARGUMENT: return {StatusCode::INVALID_ARGUMENT, x.what()};
             case TANDEM_ERR_CONTEXT_FULL: return {StatusCode::OUT_OF_RANGE, x.what()};
+            // The device failed (a kernel that does not build, a lost device): retryable, the edge goes on alone.
+            case TANDEM_ERR_BACKEND: return {StatusCode::UNAVAILABLE, std::string("the target's device failed: ") + x.what()};
             default: return {StatusCode::INTERNAL, x.what()};
         }
     } catch (const std::exception& x) {
@@ -84,6 +92,7 @@ struct session_entry {
     std::unique_ptr<split_state> split;  // layer-split sessions only
     std::mutex mu;  // one request at a time; closing waits for it
     bool closed = false;
+    int64_t rows = 0;  // KV rows accounted to the owner's quota: committed tokens, or the split position
     std::chrono::steady_clock::time_point last_active = std::chrono::steady_clock::now();
 };
 
@@ -120,7 +129,25 @@ struct collab_server::impl final : v1::Collab::Service {
           bv(target, capacity, regions_for(target, c), std::min<size_t>(c.lim.max_tree_nodes, size_t(capacity) - 1)),
           sched(bv, c.sched),
           emu(c.emu) {
-        if (cfg.tokens.empty() && !cfg.allow_no_auth) {
+        for (size_t i = 0; i < cfg.tokens.size(); ++i) known.push_back({"caller-" + std::to_string(i), cfg.tokens[i]});
+        known.insert(known.end(), cfg.named_tokens.begin(), cfg.named_tokens.end());
+        for (size_t i = 0; i < known.size(); ++i) {
+            if (known[i].name.empty()) throw error(TANDEM_ERR_INVALID_ARGUMENT, "a caller has an empty name");
+            if (known[i].token.empty()) {
+                throw error(TANDEM_ERR_INVALID_ARGUMENT, "caller '" + known[i].name + "' has an empty token");
+            }
+            for (size_t j = 0; j < i; ++j) {
+                if (known[j].name == known[i].name)
+                    throw error(TANDEM_ERR_INVALID_ARGUMENT, "caller name '" + known[i].name + "' is used twice");
+                if (known[j].token == known[i].token) {
+                    throw error(TANDEM_ERR_INVALID_ARGUMENT, "callers '" + known[j].name + "' and '" + known[i].name +
+                                                                 "' have the same token: a token must name one caller");
+                }
+            }
+            callers[known[i].name];
+        }
+        if (known.empty()) callers[""];  // the anonymous caller of a --no-auth server
+        if (known.empty() && !cfg.allow_no_auth) {
             throw error(TANDEM_ERR_INVALID_ARGUMENT,
                         "no bearer token configured: pass --token (or --token-file), or --no-auth for a trusted network");
         }
@@ -142,7 +169,7 @@ struct collab_server::impl final : v1::Collab::Service {
 
     // ---- authentication and session lookup ----
     Status authenticate(grpc::ServerContext* ctx, std::string* caller) const {
-        if (cfg.tokens.empty()) {
+        if (known.empty()) {
             *caller = "";
             return Status::OK;
         }
@@ -152,9 +179,9 @@ struct collab_server::impl final : v1::Collab::Service {
         const std::string v(it->second.data(), it->second.size());
         if (v.rfind("Bearer ", 0) != 0) return {StatusCode::UNAUTHENTICATED, "authorization metadata must be 'Bearer <token>'"};
         const std::string tok = v.substr(7);
-        for (size_t i = 0; i < cfg.tokens.size(); ++i) {
-            if (same_secret(tok, cfg.tokens[i])) {
-                *caller = "caller-" + std::to_string(i);
+        for (const named_token& k : known) {
+            if (same_secret(tok, k.token)) {
+                *caller = k.name;
                 return Status::OK;
             }
         }
@@ -173,12 +200,88 @@ struct collab_server::impl final : v1::Collab::Service {
         return Status::OK;
     }
 
+    // ---- per-caller quotas (caller_limits); `callers` holds every configured caller from the start ----
+    struct caller_state {
+        int32_t sessions = 0;
+        int64_t kv_rows = 0;
+        double bucket = -1;  // request tokens left; -1 = full (not yet used)
+        std::chrono::steady_clock::time_point refilled;
+    };
+
+    // Takes one request token from the caller's bucket.
+    Status admit(const std::string& caller) {
+        const caller_limits& q = cfg.per_caller;
+        if (q.requests_per_second <= 0) return Status::OK;
+        const double burst = q.burst > 0 ? q.burst : std::max(1.0, q.requests_per_second);
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard lock(callers_mu);
+        caller_state& c = callers[caller];
+        const double elapsed_s = std::chrono::duration<double>(now - c.refilled).count();
+        c.bucket = c.bucket < 0 ? burst : std::min(burst, c.bucket + q.requests_per_second * elapsed_s);
+        c.refilled = now;
+        if (c.bucket < 1) {
+            return {StatusCode::RESOURCE_EXHAUSTED, "caller '" + caller + "' is over its request rate limit of " +
+                                                        number(q.requests_per_second) + " requests/s (burst " +
+                                                        number(burst) + "): retry later"};
+        }
+        c.bucket -= 1;
+        return Status::OK;
+    }
+
+    Status take_session(const std::string& caller) {
+        std::lock_guard lock(callers_mu);
+        caller_state& c = callers[caller];
+        if (cfg.per_caller.max_sessions > 0 && c.sessions >= cfg.per_caller.max_sessions) {
+            return {StatusCode::RESOURCE_EXHAUSTED, "caller '" + caller + "' is at its limit of " +
+                                                        std::to_string(cfg.per_caller.max_sessions) +
+                                                        " open session(s): close one first"};
+        }
+        ++c.sessions;
+        return Status::OK;
+    }
+
+    // Reserves n more KV rows for the caller, refused if that would take it over its limit.
+    Status reserve_rows(const std::string& caller, int64_t n) {
+        std::lock_guard lock(callers_mu);
+        caller_state& c = callers[caller];
+        if (cfg.per_caller.max_kv_rows > 0 && c.kv_rows + n > cfg.per_caller.max_kv_rows) {
+            const std::string limit = std::to_string(cfg.per_caller.max_kv_rows);
+            return {StatusCode::RESOURCE_EXHAUSTED, "caller '" + caller + "' is over its KV memory limit of " + limit +
+                                                        " cache rows (holds " + std::to_string(c.kv_rows) +
+                                                        ", this request needs up to " + std::to_string(n) +
+                                                        " more): close a session first"};
+        }
+        c.kv_rows += n;
+        return Status::OK;
+    }
+
+    void give_back(const std::string& caller, int32_t sessions_, int64_t rows) {
+        std::lock_guard lock(callers_mu);
+        caller_state& c = callers[caller];
+        c.sessions -= sessions_;
+        c.kv_rows -= rows;
+    }
+
+    // With s.mu held: replaces a reservation of `reserved` rows by what the session actually holds now.
+    void settle_rows(session_entry& s, int64_t reserved) {
+        const int64_t held = s.split ? int64_t(s.split->pos) : int64_t(s.seq.tokens.size());
+        give_back(s.owner, 0, s.rows + reserved - held);
+        s.rows = held;
+    }
+    struct row_settlement {
+        impl& p;
+        session_entry& s;
+        int64_t reserved;
+        ~row_settlement() { p.settle_rows(s, reserved); }
+    };
+
     void drop(const std::shared_ptr<session_entry>& s) {
         {
             std::lock_guard lock(s->mu);
             if (s->closed) return;
             s->closed = true;
             sched.exclusive([&](batch_verifier& b) { b.release(s->seq); });
+            give_back(s->owner, 1, s->rows);
         }
         std::lock_guard lock(sessions_mu);
         sessions.erase(s->id);
@@ -194,6 +297,7 @@ struct collab_server::impl final : v1::Collab::Service {
     Status OpenSession(grpc::ServerContext* ctx, const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) override {
         std::string caller;
         if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        if (Status st = admit(caller); !st.ok()) return reject(st);
         const auto& tok = m.tokenizer();
         if (!cfg.model_id.empty() && !req->model_id().empty() && req->model_id() != cfg.model_id) {
             return reject({StatusCode::NOT_FOUND, "this server serves model '" + cfg.model_id + "', not '" + req->model_id() + "'"});
@@ -207,6 +311,23 @@ struct collab_server::impl final : v1::Collab::Service {
                           cfg.model_id.c_str(), tok.n_vocab(), static_cast<unsigned long long>(tok.fingerprint()));
             return reject({StatusCode::FAILED_PRECONDITION, buf});
         }
+        // The caller's quota is taken before any work and given back if the session is not opened after all.
+        if (Status st = take_session(caller); !st.ok()) return reject(st);
+        const auto rows = int64_t(req->prompt_tokens_size());
+        if (Status st = reserve_rows(caller, rows); !st.ok()) {
+            give_back(caller, 1, 0);
+            return reject(st);
+        }
+        bool opened = false;
+        struct quota_refund {
+            impl& p;
+            const std::string& caller;
+            int64_t rows;
+            const bool& opened;
+            ~quota_refund() {
+                if (!opened) p.give_back(caller, 1, rows);
+            }
+        } refund{*this, caller, rows, opened};
         std::shared_ptr<session_entry> s;
         try {
             check_tokens(req->prompt_tokens(), tok.n_vocab(), cfg.lim.max_prompt_tokens, "prompt_tokens");
@@ -231,7 +352,9 @@ struct collab_server::impl final : v1::Collab::Service {
             if (int64_t(sessions.size()) >= cfg.max_sessions) {
                 return reject({StatusCode::RESOURCE_EXHAUSTED, "session limit of " + std::to_string(cfg.max_sessions) + " reached"});
             }
+            s->rows = rows;
             sessions[s->id] = s;
+            opened = true;
         }
         sessions_total.fetch_add(1);
         resp->set_session_id(s->id);
@@ -256,6 +379,7 @@ struct collab_server::impl final : v1::Collab::Service {
     Status GetStats(grpc::ServerContext* ctx, const v1::StatsRequest*, v1::StatsResponse* resp) override {
         std::string caller;
         if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        if (Status st = admit(caller); !st.ok()) return reject(st);
         *resp = snapshot();
         return Status::OK;
     }
@@ -273,6 +397,7 @@ struct collab_server::impl final : v1::Collab::Service {
         v1::VerifyRequest req;
         while (stream->Read(&req)) {
             const auto t0 = std::chrono::steady_clock::now();
+            if (Status st = admit(caller); !st.ok()) return reject(st);
             if (!s) {
                 if (Status st = find(req.session_id(), caller, &s); !st.ok()) return reject(st);
             } else if (!req.session_id().empty() && req.session_id() != s->id) {
@@ -301,6 +426,7 @@ struct collab_server::impl final : v1::Collab::Service {
         v1::ForwardRequest req;
         while (stream->Read(&req)) {
             const auto t0 = std::chrono::steady_clock::now();
+            if (Status st = admit(caller); !st.ok()) return reject(st);
             if (!s) {
                 if (Status st = find(req.session_id(), caller, &s); !st.ok()) return reject(st);
             } else if (!req.session_id().empty() && req.session_id() != s->id) {
@@ -337,6 +463,8 @@ struct collab_server::impl final : v1::Collab::Service {
         if (req.top_k() > cfg.lim.max_draft_top_k) {
             return {StatusCode::INVALID_ARGUMENT, "top_k " + std::to_string(req.top_k()) + " exceeds the limit of " + std::to_string(cfg.lim.max_draft_top_k)};
         }
+        if (Status st = reserve_rows(s.owner, int64_t(req.n_tokens())); !st.ok()) return st;
+        const row_settlement settle{*this, s, int64_t(req.n_tokens())};
         std::vector<float> hidden, logits;
         try {
             hidden = decode_hidden(req, m.hparams().n_embd);
@@ -396,6 +524,10 @@ struct collab_server::impl final : v1::Collab::Service {
             resp->set_resync(true);
             return Status::OK;
         }
+        // At most the new committed tokens, the accepted path and the next token become rows of this session.
+        const int64_t growth = int64_t(end - P) + int64_t(tree.tokens.size()) + 1;
+        if (Status st = reserve_rows(s.owner, growth); !st.ok()) return st;
+        const row_settlement settle{*this, s, growth};
         if (end > P) {
             const std::vector<int32_t> extra(req.committed_tokens().begin() + int64_t(P - base), req.committed_tokens().end());
             try {
@@ -485,6 +617,9 @@ struct collab_server::impl final : v1::Collab::Service {
     net_emu emu;
     mutable std::mutex sessions_mu;
     std::map<std::string, std::shared_ptr<session_entry>> sessions;
+    std::vector<named_token> known;  // every accepted token and its caller's name
+    std::mutex callers_mu;
+    std::map<std::string, caller_state> callers;
     std::atomic<uint64_t> sessions_total{0}, rejected{0}, split_forwards{0}, split_tokens{0};
     latency_window latency;
     std::unique_ptr<grpc::Server> server;
@@ -527,7 +662,7 @@ void collab_server::start() {
     log().info("serving model '{}' on {} ({}, {}), {} KV regions of {} tokens, trees up to {} nodes, batch wait {} us, "
                "token budget {}",
                p_->cfg.model_id, p_->cfg.address.substr(0, p_->cfg.address.rfind(':') + 1) + std::to_string(p_->bound_port),
-               p_->cfg.tls_cert.empty() ? "plaintext" : "TLS", p_->cfg.tokens.empty() ? "no auth" : "bearer token",
+               p_->cfg.tls_cert.empty() ? "plaintext" : "TLS", p_->known.empty() ? "no auth" : "bearer token",
                p_->bv.n_regions(), p_->capacity, p_->bv.max_nodes(), p_->cfg.sched.max_wait.count(),
                p_->cfg.sched.token_budget);
 }

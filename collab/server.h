@@ -1,7 +1,8 @@
 // The cloud side: a gRPC verification service (tandem.v1.Collab) over one target model. Many edges open
 // sessions; their verify requests are batched by the scheduler into single target passes over a pooled KV
 // cache (engine/batch_verify.h). Every RPC checks the bearer token; a session belongs to the caller that
-// opened it; every size and index from the network is validated (collab/messages.h).
+// opened it; every size and index from the network is validated (collab/messages.h); each caller has its own
+// quota of sessions, KV rows and request rate (caller_limits). SECURITY.md has the threat model.
 #pragma once
 
 #include <chrono>
@@ -19,11 +20,28 @@
 
 namespace tandem::collab {
 
+// A caller's quota; every caller gets its own, so one caller over a limit does not slow or block another.
+// 0 = no limit. Over a limit the call fails with RESOURCE_EXHAUSTED naming the limit and the caller.
+struct caller_limits {
+    int32_t max_sessions = 0;         // sessions open at once (the server-wide max_sessions applies as well)
+    int64_t max_kv_rows = 0;          // KV cache rows (positions) held by all the caller's sessions together
+    double requests_per_second = 0;   // token bucket refill rate: each unary call and each stream message costs 1
+    double burst = 0;                 // bucket size; 0 = max(1, requests_per_second). CloseSession is never limited
+};
+
+// A caller identified by its bearer token; `name` appears in logs and limit messages, never the token.
+struct named_token {
+    std::string name, token;
+};
+
 struct server_config {
     std::string address = "127.0.0.1:50051";  // port 0 picks a free port (see collab_server::port)
     std::string model_id;                     // name reported to edges; defaults to the model file's stem
-    std::vector<std::string> tokens;          // accepted bearer tokens, one per caller
-    bool allow_no_auth = false;               // with no tokens: accept unauthenticated calls (loopback demos)
+    std::vector<std::string> tokens;          // accepted bearer tokens, one per caller, named caller-<index>
+    std::vector<named_token> named_tokens;    // more callers, by name (tandem serve --token-file "name token")
+    caller_limits per_caller;
+    bool allow_no_auth = false;               // with no tokens: accept unauthenticated calls (loopback demos);
+                                              // grpc.health.v1 never needs a token (probes cannot send one)
     std::string tls_cert, tls_key;            // PEM files; both empty = plaintext
     limits lim;
     scheduler_config sched;
@@ -39,7 +57,8 @@ struct server_config {
 
 class collab_server {
    public:
-    // Throws tandem::error naming the problem (TLS files unreadable, no token without allow_no_auth).
+    // Throws tandem::error naming the problem (TLS files unreadable, no token without allow_no_auth, an empty,
+    // duplicate or reused caller name or token).
     collab_server(const model& target, const server_config& cfg);
     ~collab_server();  // shutdown()
     collab_server(const collab_server&) = delete;

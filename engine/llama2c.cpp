@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <span>
 #include <sstream>
 #include <vector>
 
@@ -180,8 +182,7 @@ struct token {
     float score;
 };
 
-std::vector<token> read_tokenizer(const std::string& path) {
-    const std::vector<uint8_t> b = read_whole(path, "llama2.c tokenizer");
+std::vector<token> read_tokenizer(std::span<const uint8_t> b, const std::string& path) {
     if (b.size() < 4) {
         bad_tokenizer(path, "file truncated: max_token_length needs 4 bytes, the file has " + std::to_string(b.size()));
     }
@@ -221,11 +222,12 @@ bool is_byte_token(const std::string& s) {
 // GGUF llama token types (the values of llama.cpp's vocab token types).
 constexpr int32_t k_type_normal = 1, k_type_unknown = 2, k_type_control = 3, k_type_byte = 6;
 
-}  // namespace
-
-void convert_llama2c(const std::string& checkpoint, const std::string& tokenizer_bin, const std::string& out_path,
-                     const std::string& model_name) {
-    const std::vector<uint8_t> ck = read_whole(checkpoint, "llama2.c checkpoint");
+// The conversion proper: fills `w` with the model in `ck` (tensors reference `ck`, which must outlive `w`).
+// `tokenizer_bytes` is called only once the checkpoint's header has been validated, so a bad checkpoint is
+// reported before the tokenizer file is even read.
+void build_gguf(std::span<const uint8_t> ck, const std::string& checkpoint,
+                const std::function<std::vector<uint8_t>()>& tokenizer_bytes, const std::string& tokenizer_bin,
+                const std::string& model_name, gguf_writer& w) {
     if (ck.size() < k_header_bytes) {
         bad_checkpoint(checkpoint, "file truncated: the header needs " + std::to_string(k_header_bytes) +
                                        " bytes, the file has " + std::to_string(ck.size()));
@@ -245,7 +247,7 @@ void convert_llama2c(const std::string& checkpoint, const std::string& tokenizer
     }
     const layout l = check_header(checkpoint, h, ck.size());
 
-    const std::vector<token> toks = read_tokenizer(tokenizer_bin);
+    const std::vector<token> toks = read_tokenizer(tokenizer_bytes(), tokenizer_bin);
     if (toks.size() != l.vocab) {
         bad_tokenizer(tokenizer_bin, "has " + std::to_string(toks.size()) +
                                          " tokens but the checkpoint's vocab_size is " + std::to_string(l.vocab));
@@ -284,7 +286,6 @@ void convert_llama2c(const std::string& checkpoint, const std::string& tokenizer
         types.push_back(type);
     }
 
-    gguf_writer w;
     w.set_arr_str("tokenizer.ggml.tokens", texts);
     w.set_arr_f32("tokenizer.ggml.scores", scores);
     w.set_arr_i32("tokenizer.ggml.token_type", types);
@@ -355,7 +356,26 @@ void convert_llama2c(const std::string& checkpoint, const std::string& tokenizer
         add(b + "ffn_up.weight", {d, hd}, w3 + i * H * D * 4);
         add(b + "ffn_norm.weight", {d}, rms_ffn + i * D * 4);
     }
+}
+
+}  // namespace
+
+void convert_llama2c(const std::string& checkpoint, const std::string& tokenizer_bin, const std::string& out_path,
+                     const std::string& model_name) {
+    const std::vector<uint8_t> ck = read_whole(checkpoint, "llama2.c checkpoint");
+    gguf_writer w;
+    build_gguf(
+        ck, checkpoint, [&] { return read_whole(tokenizer_bin, "llama2.c tokenizer"); }, tokenizer_bin, model_name, w);
     w.write(out_path);
+}
+
+std::vector<uint8_t> convert_llama2c_bytes(std::span<const uint8_t> checkpoint, std::span<const uint8_t> tokenizer_bin,
+                                           const std::string& model_name) {
+    gguf_writer w;
+    build_gguf(
+        checkpoint, "<memory>", [&] { return std::vector<uint8_t>(tokenizer_bin.begin(), tokenizer_bin.end()); },
+        "<memory>", model_name, w);
+    return w.to_bytes();
 }
 
 }  // namespace tandem

@@ -3,7 +3,10 @@
 // llama.cpp's llama2.c converter (same keys, value types, tensor names, shapes and bytes).
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace tandem {
 
@@ -13,5 +16,10 @@ namespace tandem {
 // expected vs actual sizes), TANDEM_ERR_UNSUPPORTED for the newer llama2.c export versions (magic "ak42").
 void convert_llama2c(const std::string& checkpoint, const std::string& tokenizer_bin, const std::string& out_path,
                      const std::string& model_name);
+
+// The same conversion in memory: returns the GGUF bytes convert_llama2c would write, or throws the same errors
+// (TANDEM_ERR_FORMAT / UNSUPPORTED, with "<memory>" in place of the file names). For the fuzzer and tests.
+std::vector<uint8_t> convert_llama2c_bytes(std::span<const uint8_t> checkpoint, std::span<const uint8_t> tokenizer_bin,
+                                           const std::string& model_name);
 
 }  // namespace tandem

@@ -141,7 +141,9 @@ tokenizer tokenizer::from_gguf(const gguf_file& f) {
 
 bool tokenizer::mergeable(int32_t id) const {
     const auto t = token_type(vocab_.types[size_t(id)]);
-    return t != token_type::control && t != token_type::unknown && t != token_type::byte;
+    // A "<0xNN>" text decodes as the byte NN whatever its type, so producing it from the text "<0xNN>" would not
+    // round-trip (found by fuzz_tokenizer); SentencePiece never produces byte pieces by merging either.
+    return t != token_type::control && t != token_type::unknown && t != token_type::byte && byte_value_[size_t(id)] < 0;
 }
 
 int32_t tokenizer::lookup(std::string_view piece) const {

@@ -39,7 +39,8 @@ class tokenizer {
 
     // Any bytes are accepted (invalid UTF-8 and NUL included): bytes without a piece become byte-fallback
     // tokens (or unk if the vocabulary has no <0xNN> byte tokens). No EOS is added. Pieces of type control,
-    // unknown and byte are never produced by lookup or merging, and byte-fallback/unk symbols never merge.
+    // unknown and byte, and pieces whose text is "<0xNN>" (whatever their type: they decode as a byte), are never
+    // produced by lookup or merging, and byte-fallback/unk symbols never merge.
     std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
 
     // The bytes `token` contributes after `prev` (prev may be -1 or any id; only prev == bos matters).

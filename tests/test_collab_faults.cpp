@@ -1,7 +1,8 @@
 // The fault matrix of the edge-cloud layer on loopback, beyond the outages of test_collab.cpp: a client that
 // stops reading its replies, a client that sends garbage after a valid handshake (raw bytes on the HTTP/2
 // connection, and an unparsable message on an authenticated call), and a link with delay spikes and lost
-// segments. In each, the server stays up, other sessions are unaffected and no committed token is lost.
+// segments, and a device that cannot build a kernel. In each, the server stays up, other sessions are unaffected and
+// no committed token is lost.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -20,7 +21,10 @@
 #include <grpcpp/impl/codegen/sync_stream.h>
 
 #include "collab/cloud_link.h"
+#include "engine/error.h"
+#include "engine/session.h"
 #include "tests/common/collab_util.h"
+#include "tests/common/test_util.h"
 
 namespace tandem::collab {
 namespace {
@@ -223,6 +227,55 @@ TEST_F(collab_faults, delay_spikes_and_lost_segments_lose_no_token) {
         EXPECT_EQ(r.tokens, want);
     }
 }
+
+}  // namespace
+}  // namespace tandem::collab
+
+namespace tandem::collab {
+namespace {
+
+using namespace test;
+
+// A device that cannot build a kernel (forced by TANDEM_FAIL_KERNELS through the backend's real error path): the
+// error names the kernel; a server on that device stays up and answers UNAVAILABLE, so its edges go on alone
+// (every token marked unverified, none lost) instead of failing.
+class device_faults : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(device_faults, a_kernel_that_fails_to_build_is_named_and_the_server_stays_up) {
+    std::string why;
+    auto be = tandem::test::try_backend(GetParam(), why);
+    if (!be) GTEST_SKIP() << why;
+    tandem::test::scoped_env fail("TANDEM_FAIL_KERNELS", "attention");
+    auto target = model::load(tandem::test::model_path("stories260K.gguf"), std::move(be));
+    {
+        sampling_params greedy;
+        greedy.temperature = 0;
+        session s(*target, greedy, 64);
+        try {
+            s.feed(prompt_of("Once upon a time"));
+            ADD_FAILURE() << "the forward pass ran without its attention kernel";
+        } catch (const error& e) {
+            const std::string what = e.what();
+            EXPECT_NE(what.find("attention"), std::string::npos) << what;
+            EXPECT_NE(what.find("TANDEM_FAIL_KERNELS"), std::string::npos) << what;
+        }
+    }
+    collab_server server(*target, test_server_config());
+    server.start();
+    edge_session edge(draft_model(), test_edge_config(server.port()));
+    const auto r = edge.generate(prompt_of("Once upon a time"), 16);
+    EXPECT_EQ(r.tokens.size(), 16u);
+    EXPECT_EQ(r.stats.unverified_tokens, 16u);
+    EXPECT_GT(r.stats.outages, 0u);
+    link_config lc;
+    lc.address = "127.0.0.1:" + std::to_string(server.port());
+    lc.token = token_a;
+    cloud_link link(lc);
+    EXPECT_NO_THROW(link.stats()) << "the server went down";
+}
+
+INSTANTIATE_TEST_SUITE_P(gpu, device_faults, ::testing::Values("opencl", "vulkan"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace tandem::collab

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -267,6 +268,30 @@ TEST_F(convert, bad_tokenizers) {
     write_file(tmp("empty.bin"), "");
     expect_error(stories_, tmp("empty.bin"), TANDEM_ERR_FORMAT, "truncated");
     expect_error(stories_, tmp("missing_tok.bin"), TANDEM_ERR_IO, "missing_tok.bin");
+}
+
+// convert_llama2c_bytes (the fuzz_llama2c entry point) is the file conversion without the files: the same
+// bytes for a good checkpoint, the same refusals for bad ones.
+TEST_F(convert, in_memory_conversion_matches_the_file_conversion) {
+    const std::string out = tmp("file.gguf");
+    convert_llama2c(stories_, tok_, out, "stories260K");
+    const std::string ck = test::read_file(stories_), tok = test::read_file(tok_);
+    auto bytes = [](const std::string& s) { return std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()); };
+    const std::vector<uint8_t> mem = convert_llama2c_bytes(bytes(ck), bytes(tok), "stories260K");
+    const std::string file = test::read_file(out);
+    ASSERT_EQ(mem.size(), file.size());
+    EXPECT_EQ(std::memcmp(mem.data(), file.data(), file.size()), 0);
+
+    const std::string cut = ck.substr(0, ck.size() - 4);
+    try {
+        (void)convert_llama2c_bytes(bytes(cut), bytes(tok), "x");
+        ADD_FAILURE() << "a truncated checkpoint was accepted";
+    } catch (const error& e) {
+        EXPECT_EQ(e.status(), TANDEM_ERR_FORMAT) << e.what();
+        EXPECT_NE(std::string(e.what()).find("'<memory>': file truncated"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW((void)convert_llama2c_bytes(bytes(ck), bytes(tok.substr(0, tok.size() - 1)), "x"), error);
+    EXPECT_THROW((void)convert_llama2c_bytes({}, {}, "x"), error);
 }
 
 TEST_F(convert, unwritable_output) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -73,7 +74,8 @@ std::string escape(std::string_view b) {
 }
 
 // A straightforward llama2.c-style encoder written against the vocabulary: the same rules as the tokenizer
-// (lookups exclude control/unknown/byte pieces, lowest id per text, byte fallback, -1e10 score floor), but a
+// (lookups exclude control/unknown/byte pieces and "<0xNN>" texts, lowest id per text, byte fallback, -1e10
+// score floor), but a
 // literal UTF-8 buffer walk and an O(n^2) "best score, leftmost on ties, repeat" merge loop.
 class naive_encoder {
    public:
@@ -81,7 +83,10 @@ class naive_encoder {
         std::fill(std::begin(byte_), std::end(byte_), -1);
         for (size_t i = 0; i < v.tokens.size(); ++i) {
             const auto t = token_type(v.types[i]);
-            if (t != token_type::control && t != token_type::unknown && t != token_type::byte)
+            const std::string& x = v.tokens[i];
+            const bool byte_text = x.size() == 6 && x.compare(0, 3, "<0x") == 0 && x[5] == '>' &&
+                                   std::isxdigit(uint8_t(x[3])) && std::isxdigit(uint8_t(x[4]));
+            if (t != token_type::control && t != token_type::unknown && t != token_type::byte && !byte_text)
                 ids_.try_emplace(v.tokens[i], int32_t(i));
             char name[8];
             for (int b = 0; b < 256; ++b) {
@@ -369,6 +374,39 @@ TEST(Tokenizer, MergeRulesOnSmallVocab) {
     for (std::string s : {"a", "aaa", "aab", "bb", "abab aab  ba", "x\xFFxa", "aaaaaaaaaaa b"})
         EXPECT_EQ(tok.encode(s, true), naive.encode(s, true)) << s;
     EXPECT_EQ(tok.decode(tok.encode("x\xFF" "aab ab", false)), "x\xFF" "aab ab");
+}
+
+// Found by fuzz_tokenizer: a normal piece whose text is "<0xNN>" decodes as the byte NN, so encoding the text
+// "<0x41>" to it gave "A" back. Such pieces are now never produced by merging (SentencePiece does not either).
+TEST(Tokenizer, ByteLookalikePiecesAreNeverProduced) {
+    vocab v;
+    auto add = [&](const std::string& text, token_type t, float score) {
+        v.tokens.push_back(text), v.types.push_back(int32_t(t)), v.scores.push_back(score);
+    };
+    add("<unk>", token_type::unknown, 0);
+    add("<s>", token_type::control, 0);
+    add("</s>", token_type::control, 0);
+    char name[8];
+    for (int b = 0; b < 256; ++b) {
+        std::snprintf(name, sizeof name, "<0x%02X>", b);
+        add(name, token_type::byte, 0);
+    }
+    for (char c : std::string("<0x41>a")) add(std::string(1, c), token_type::normal, 0);
+    const std::vector<std::string> chain = {"<0", "<0x", "<0x4", "<0x41", "<0x41>", "<0x4", "<0x4a", "<0x4a>"};
+    for (size_t i = 0; i < chain.size(); ++i) add(chain[i], token_type::normal, float(i + 1));
+    const tokenizer tok(v);
+    const naive_encoder naive(tok.get_vocab());
+    for (const std::string text : {"<0x41>", "x<0x41>A", "<0x4a>", "<0x41><0x4a>"}) {
+        const std::vector<int32_t> ids = tok.encode(text, true);
+        EXPECT_EQ(tok.decode(ids), text) << show(ids);
+        EXPECT_EQ(ids, naive.encode(text, true)) << text;
+        for (int32_t id : ids) {
+            const bool lookalike = tok.get_vocab().types[size_t(id)] == int32_t(token_type::normal) &&
+                                   tok.get_vocab().tokens[size_t(id)].size() == 6;
+            EXPECT_FALSE(lookalike) << text << ": " << show(ids);
+        }
+    }
+    EXPECT_EQ(tok.encode("<0x4", false).size(), 1u) << "pieces short of a byte text still merge";
 }
 
 TEST(Tokenizer, FromGgufReadsKeys) {

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "collab/http_api.h"
@@ -30,13 +31,28 @@ struct serve_options {
 
 int run(serve_options o) {
     if (!o.token_file.empty()) {
+        // Lines: "token" (a caller named caller-<index>) or "name token"; blank lines and # comments are skipped.
         std::ifstream f(o.token_file);
         if (!f) throw cli_error{"cannot read the token file '" + o.token_file + "'"};
-        for (std::string line; std::getline(f, line);)
-            if (!line.empty() && line[0] != '#') o.cfg.tokens.push_back(line);
-        if (o.cfg.tokens.empty()) throw cli_error{"the token file '" + o.token_file + "' holds no token"};
+        size_t n = 0, line_no = 0;
+        for (std::string line; std::getline(f, line);) {
+            ++line_no;
+            std::istringstream fields(line);
+            std::vector<std::string> w;
+            for (std::string x; fields >> x;) w.push_back(x);
+            if (w.empty() || w[0][0] == '#') continue;
+            if (w.size() > 2) {
+                throw cli_error{"the token file '" + o.token_file + "' line " + std::to_string(line_no) + " has " +
+                                std::to_string(w.size()) + " fields; expected 'token' or 'name token'"};
+            }
+            if (w.size() == 1) o.cfg.tokens.push_back(w[0]);
+            else o.cfg.named_tokens.push_back({w[0], w[1]});
+            ++n;
+        }
+        if (n == 0) throw cli_error{"the token file '" + o.token_file + "' holds no token"};
     }
-    if (const char* env = std::getenv("TANDEM_TOKEN"); env && *env && o.cfg.tokens.empty()) o.cfg.tokens.push_back(env);
+    const bool have_tokens = !o.cfg.tokens.empty() || !o.cfg.named_tokens.empty();
+    if (const char* env = std::getenv("TANDEM_TOKEN"); env && *env && !have_tokens) o.cfg.tokens.push_back(env);
     o.cfg.sched.max_wait = std::chrono::microseconds(o.wait_us);
     o.cfg.stats_interval = std::chrono::seconds(o.stats_s);
     o.cfg.idle_timeout = std::chrono::seconds(o.idle_s);
@@ -87,7 +103,9 @@ action add_serve(CLI::App& app) {
     cmd->add_option("--model-id", c.model_id, "Model name reported to edges (default: the file name)");
     auto* sec = "Security";
     cmd->add_option("--token", c.tokens, "Accepted bearer token (repeatable; env TANDEM_TOKEN)")->group(sec);
-    cmd->add_option("--token-file", o->token_file, "File with one accepted token per line")->group(sec);
+    cmd->add_option("--token-file,--tokens-file", o->token_file,
+                    "File of accepted tokens, one caller per line: 'name token' (or just 'token')")
+        ->group(sec);
     cmd->add_flag("--no-auth", c.allow_no_auth, "Accept calls without a token (trusted networks only)")->group(sec);
     cmd->add_option("--tls-cert", c.tls_cert, "PEM certificate chain: serve TLS")->group(sec);
     cmd->add_option("--tls-key", c.tls_key, "PEM private key for --tls-cert")->group(sec);
@@ -103,6 +121,17 @@ action add_serve(CLI::App& app) {
     cmd->add_option("--max-prompt", c.lim.max_prompt_tokens, "Prompt tokens per session (0 = context - 1)")->capture_default_str()->group(lim);
     cmd->add_option("--max-message-bytes", c.max_message_bytes, "Largest gRPC message accepted")->capture_default_str()->check(CLI::Range(1024, 64 << 20))->group(lim);
     cmd->add_option("--idle-timeout", o->idle_s, "Seconds before an idle session is closed")->capture_default_str()->check(CLI::PositiveNumber)->group(lim);
+    auto* per = "Per-caller limits (each caller, i.e. each token, has its own quota; 0 = none)";
+    auto& q = c.per_caller;
+    cmd->add_option("--caller-max-sessions", q.max_sessions, "Sessions one caller may hold open")
+        ->capture_default_str()->check(CLI::NonNegativeNumber)->group(per);
+    cmd->add_option("--caller-kv-rows", q.max_kv_rows, "KV cache rows (positions) one caller's sessions may hold")
+        ->capture_default_str()->check(CLI::NonNegativeNumber)->group(per);
+    cmd->add_option("--caller-rps", q.requests_per_second, "Requests per second per caller (token bucket; each verify "
+                                                           "or forward message counts)")
+        ->capture_default_str()->check(CLI::NonNegativeNumber)->group(per);
+    cmd->add_option("--caller-burst", q.burst, "Burst of the per-caller rate limit (0 = max(1, --caller-rps))")
+        ->capture_default_str()->check(CLI::NonNegativeNumber)->group(per);
     auto* bat = "Batching";
     cmd->add_option("--batch-wait-us", o->wait_us, "Wait at most this long to fill a batch")->capture_default_str()->check(CLI::Range(0, 1000000))->group(bat);
     cmd->add_option("--token-budget", c.sched.token_budget, "Rows per target pass")->capture_default_str()->check(CLI::Range(1, 1 << 16))->group(bat);
