@@ -15,8 +15,12 @@ using action = std::function<int()>;
 action add_limits(CLI::App& app);  // memory bandwidth, FMA peak, launch overhead
 action add_verify(CLI::App& app);  // tree verification time against its roofline bound
 action add_spec(CLI::App& app);    // speculative decoding acceptance on the real pair
+action add_ops(CLI::App& app);     // every backend_ops kernel on every backend, with OpenBLAS/CLBlast baselines
+action add_model(CLI::App& app);   // prompt, decode and tree-verification tokens/s of a GGUF per backend
 // Defined by bench/cmd_collab.cpp (to come), which CMake compiles only with TANDEM_COLLAB; main.cpp registers
 // it under #ifdef TANDEM_HAVE_COLLAB.
 action add_collab(CLI::App& app);
+// Defined by bench/cmd_load.cpp (TANDEM_COLLAB only): the long load/soak run against one server.
+action add_load(CLI::App& app);
 
 }  // namespace tandem::bench

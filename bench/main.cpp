@@ -21,8 +21,11 @@ int main(int argc, char** argv) {
     add(add_limits(app));
     add(add_verify(app));
     add(add_spec(app));
+    add(add_ops(app));
+    add(add_model(app));
 #ifdef TANDEM_HAVE_COLLAB
     add(add_collab(app));
+    add(add_load(app));
 #endif
     try {
         app.parse(argc, argv);
