@@ -127,7 +127,10 @@ op_case attention_case(rng& r, const std::string& variant, const attention_shape
 }
 
 arg quantized_arg(rng& r, dtype t, std::array<int64_t, 4> ne) {
-    const auto values = random_floats(r, ne[0] * ne[1] * ne[2] * ne[3]);
+    return quantized_arg(t, ne, random_floats(r, ne[0] * ne[1] * ne[2] * ne[3]));
+}
+
+arg quantized_arg(dtype t, std::array<int64_t, 4> ne, const std::vector<float>& values) {
     arg a;
     a.type = t;
     a.ne = ne;

@@ -10,6 +10,8 @@ op_case matmul_case(rng& r, const arg& w, int64_t m);
 
 // Uniform [-1, 1] values quantized to t (a type quantize_row produces: q8_0, q4_0, q4_k, q6_k).
 arg quantized_arg(rng& r, dtype t, std::array<int64_t, 4> ne);
+// `values` (ne[0] * ne[1] * ne[2] * ne[3] of them) quantized row by row to t.
+arg quantized_arg(dtype t, std::array<int64_t, 4> ne, const std::vector<float>& values);
 
 // The layout of one attention call: meta {kv_begin, kv_len, tree, parent} and slots for the M query rows,
 // then for T - M walk-only entries (tokens already in the cache that a tree walk passes through).

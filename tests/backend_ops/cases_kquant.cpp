@@ -29,15 +29,7 @@ arg kquant_arg(rng& r, dtype t, std::array<int64_t, 4> ne, bool spread) {
             for (size_t j = i; j < i + 32 && j < values.size(); ++j) values[j] = values[j] * scale + shift;
         }
     }
-    arg a;
-    a.type = t;
-    a.ne = ne;
-    const size_t rb = dtype_row_bytes(t, ne[0]);
-    a.bytes.resize(rb * size_t(ne[1] * ne[2] * ne[3]));
-    for (int64_t row = 0; row < ne[1] * ne[2] * ne[3]; ++row) {
-        quantize_row(t, values.data() + row * ne[0], a.bytes.data() + size_t(row) * rb, ne[0]);
-    }
-    return a;
+    return quantized_arg(t, ne, values);
 }
 
 op_case kquant_matmul_case(rng& r, const arg& w, int64_t m) {
