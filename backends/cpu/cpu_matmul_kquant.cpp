@@ -269,9 +269,9 @@ void tile(const uint8_t* w, size_t row_bytes, const act_kblock* x, int64_t nblk,
 #endif
 
 // Tiles: GEMM reads one weight row's super-block for 4 activation rows (4 f32 accumulators, 4 int32 partial sums,
-// the unpacked quants and scales stay within the 16 AVX2 registers); GEMV reads 4 weight rows at once so that
-// several independent streams of super-blocks are in flight.
-constexpr int tile_m = 4, tile_n = 1, gemv_n = 4;
+// the unpacked quants and scales stay within the 16 AVX2 registers); GEMV reads one weight row after the other, one
+// sequential stream per thread (as cpu_matmul_quant.cpp: 4 rows side by side read DRAM more slowly).
+constexpr int tile_m = 4, tile_n = 1, gemv_n = 1;
 
 template <dtype T, int MB>
 void all_rows(const uint8_t* w, size_t rb, const act_kblock* x, int64_t nblk, int64_t n0, int64_t n1, float* out,
