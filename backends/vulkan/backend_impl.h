@@ -133,6 +133,12 @@ class vk_backend final : public backend {
     bool cpu_kernels() const { return cpu_kernels_; }
     // Work-groups for n_groups groups laid out as a 2D grid within the device's per-dimension limit.
     groups grid(uint64_t n_groups) const;
+    // The m activation rows of a matmul as chunks of at most chunk_m rows for shaders with a per-invocation
+    // row count MC: `chunks` z-groups of `mc` rows starting at row m0 (whole chunks, then the remainder).
+    struct row_chunks {
+        uint32_t mc, m0, chunks;
+    };
+    std::vector<row_chunks> activation_chunks(int64_t m, int64_t chunk_m) const;
     // The largest power of two <= want that the device accepts as a 1D work-group size.
     uint32_t group_size(uint32_t want) const;
     // Loop iterations one invocation may run: on lavapipe well under its silent 65,535 limit, elsewhere

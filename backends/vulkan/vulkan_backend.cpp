@@ -339,6 +339,15 @@ groups vk_backend::grid(uint64_t n_groups) const {
     return {uint32_t(max_x), uint32_t(gy), 1};
 }
 
+std::vector<vk_backend::row_chunks> vk_backend::activation_chunks(int64_t m, int64_t chunk_m) const {
+    if (m / chunk_m > dev_.limits().max_group_count[2])
+        throw error(TANDEM_ERR_UNSUPPORTED, "vulkan: matmul with too many activation rows for one dispatch");
+    std::vector<row_chunks> parts;
+    if (m >= chunk_m) parts.push_back({uint32_t(chunk_m), 0, uint32_t(m / chunk_m)});
+    if (m % chunk_m) parts.push_back({uint32_t(m % chunk_m), uint32_t(m - m % chunk_m), 1});
+    return parts;
+}
+
 uint32_t vk_backend::group_size(uint32_t want) const {
     const uint32_t cap = std::min(dev_.limits().max_invocations, dev_.limits().max_group_size[0]);
     uint32_t s = 1;

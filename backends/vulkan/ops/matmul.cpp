@@ -65,14 +65,7 @@ void vk_backend::matmul(const tensor& w, const tensor& x, const tensor& out) {
     const int64_t k_step = int64_t(std::min<uint64_t>(uint64_t(std::max<int64_t>(k, 1)), budget * per_iter_k / 8 * 8));
 
     // Activation-row chunks of the vec and rows shaders: m / 8 chunks of 8 rows, then one of m % 8 rows.
-    struct chunking {
-        uint32_t mc, m0, chunks;
-    };
-    std::vector<chunking> parts;
-    if (m >= k_chunk_m) parts.push_back({uint32_t(k_chunk_m), 0, uint32_t(m / k_chunk_m)});
-    if (m % k_chunk_m) parts.push_back({uint32_t(m % k_chunk_m), uint32_t(m - m % k_chunk_m), 1});
-    if (m / k_chunk_m > limits().max_group_count[2])
-        throw error(TANDEM_ERR_UNSUPPORTED, "vulkan: matmul with too many activation rows for one dispatch");
+    const auto parts = activation_chunks(m, k_chunk_m);
 
     const int64_t chunk = std::min(n, max_bound_rows(w));
     for (int64_t n0 = 0; n0 < n; n0 += chunk) {
