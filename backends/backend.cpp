@@ -2,6 +2,7 @@
 #include "backends/backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "engine/error.h"
@@ -30,9 +31,65 @@ const char* op_name(op o) {
         case op::kv_copy: return "kv_copy";
         case op::argmax: return "argmax";
         case op::top_k: return "top_k";
+        case op::matmul_t: return "matmul_t";
+        case op::weight_grad: return "weight_grad";
+        case op::rms_norm_back: return "rms_norm_back";
+        case op::attention_back: return "attention_back";
+        case op::swiglu_back: return "swiglu_back";
+        case op::get_rows_back: return "get_rows_back";
+        case op::cross_entropy: return "cross_entropy";
+        case op::adamw: return "adamw";
+        case op::scale: return "scale";
+        case op::sum_sq: return "sum_sq";
     }
     return "unknown";
 }
+
+const std::vector<op>& all_ops() {
+    static const std::vector<op> ops = {
+        op::get_rows,      op::rms_norm,    op::matmul,        op::rope,          op::attention,
+        op::swiglu,        op::add,         op::softmax,       op::kv_write,      op::kv_copy,
+        op::argmax,        op::top_k,       op::matmul_t,      op::weight_grad,   op::rms_norm_back,
+        op::attention_back, op::swiglu_back, op::get_rows_back, op::cross_entropy, op::adamw,
+        op::scale,         op::sum_sq,
+    };
+    return ops;
+}
+
+adamw_corrections adamw_bias_corrections(const adamw_params& p) {
+    const double t = double(std::max(p.step, 1));
+    return {float(1.0 - std::pow(double(p.beta1), t)), float(1.0 - std::pow(double(p.beta2), t))};
+}
+
+namespace {
+[[noreturn]] void not_implemented(const backend& b, op o) {
+    throw error(TANDEM_ERR_UNSUPPORTED, std::string(op_name(o)) + " is not implemented on backend " + b.name());
+}
+}  // namespace
+
+void backend::matmul_t(const tensor&, const tensor&, const tensor&) { not_implemented(*this, op::matmul_t); }
+void backend::weight_grad(const tensor&, const tensor&, float, float, const tensor&) {
+    not_implemented(*this, op::weight_grad);
+}
+void backend::rms_norm_back(const tensor&, const tensor&, const tensor&, float, const tensor&) {
+    not_implemented(*this, op::rms_norm_back);
+}
+void backend::swiglu_back(const tensor&, const tensor&, const tensor&, const tensor&, const tensor&) {
+    not_implemented(*this, op::swiglu_back);
+}
+void backend::attention_back(const tensor&, const tensor&, const tensor&, const tensor&, const tensor&, const tensor&,
+                             const attention_params&, const tensor&, const tensor&, const tensor&) {
+    not_implemented(*this, op::attention_back);
+}
+void backend::get_rows_back(const tensor&, const tensor&, const tensor&) { not_implemented(*this, op::get_rows_back); }
+void backend::cross_entropy(const tensor&, const tensor&, const tensor&, float, const tensor&, const tensor&) {
+    not_implemented(*this, op::cross_entropy);
+}
+void backend::adamw(const tensor&, const tensor&, const tensor&, const tensor&, const adamw_params&) {
+    not_implemented(*this, op::adamw);
+}
+void backend::scale(const tensor&, float, const tensor&) { not_implemented(*this, op::scale); }
+void backend::sum_sq(const tensor&, const tensor&) { not_implemented(*this, op::sum_sq); }
 
 std::unique_ptr<buffer> backend::wrap_host(const void* data, size_t bytes) {
     auto buf = alloc(bytes);

@@ -49,7 +49,14 @@ struct tensor {
 
 enum class op {
     get_rows, rms_norm, matmul, rope, attention, swiglu, add, softmax, kv_write, kv_copy, argmax, top_k,
+    // training: backward passes, loss and optimizer (see the "training" section of backend)
+    matmul_t, weight_grad, rms_norm_back, attention_back, swiglu_back, get_rows_back, cross_entropy, adamw, scale,
+    sum_sq,
 };
+// The ops of the training section (backward passes, loss, optimizer).
+inline bool is_training_op(op o) { return o >= op::matmul_t; }
+// Every op, in enum order (for support matrices and benchmarks).
+const std::vector<op>& all_ops();
 const char* op_name(op o);
 
 // The largest k backend::top_k accepts (one selection list per row fits in registers / private memory).
@@ -75,6 +82,25 @@ struct rope_params {
 struct attention_params {
     float scale = 1.f;  // multiplies q.k before the softmax, usually 1/sqrt(head_dim)
 };
+
+// One AdamW step (decoupled weight decay, as PyTorch's AdamW), element-wise over a parameter tensor:
+//   g = grad * grad_scale
+//   param -= lr * weight_decay * param
+//   m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g * g
+//   param -= lr * (m / bc1) / (sqrt(v / bc2) + eps)   with bc1 = 1 - beta1^step, bc2 = 1 - beta2^step
+// grad_scale carries global-norm gradient clipping (min(1, max_norm / norm), norm from sum_sq) and averaging.
+struct adamw_params {
+    float lr = 1e-3f;
+    float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+    float weight_decay = 0.f;
+    float grad_scale = 1.f;
+    int32_t step = 1;  // 1-based
+};
+// bc1 and bc2 of adamw_params, computed on the host in double precision; every backend passes these to its kernel.
+struct adamw_corrections {
+    float bc1, bc2;
+};
+adamw_corrections adamw_bias_corrections(const adamw_params& p);
 
 class backend {
    public:
@@ -132,6 +158,56 @@ class backend {
     // 1 <= k <= min(K, top_k_max), else tandem::error (invalid argument).
     // A row holding NaN gets k distinct valid ids, otherwise unspecified.
     virtual void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) = 0;
+
+    // ---- training: backward passes, loss and optimizer ----
+    // All f32 except where stated; outputs are overwritten unless stated. The backward of rope is rope itself with
+    // every position negated (the inverse rotation; rope accepts negative positions). The backward of add is the
+    // identity. A backend that does not implement an op reports false from supports() and throws
+    // tandem::error(TANDEM_ERR_UNSUPPORTED) naming the op and itself (the defaults below).
+    //
+    // Backward of matmul to its input: dx[m][k] = sum_n w[n][k] * dy[m][n]. w {K, N} of a type for which
+    // supports(op::matmul_t, type) (the frozen base weight, possibly quantized); dy {N, M}; dx {K, M}.
+    virtual void matmul_t(const tensor& w, const tensor& dy, const tensor& dx);
+    // Backward of matmul to its weight: dw[n][k] = beta * dw[n][k] + alpha * sum_m dy[m][n] * x[m][k].
+    // dy {N, M}; x {K, M}; dw {K, N}. beta is 0 (dw's old contents are not read, even NaN) or 1 (accumulate).
+    virtual void weight_grad(const tensor& dy, const tensor& x, float alpha, float beta, const tensor& dw);
+    // Backward of rms_norm (w frozen) to its input. With r = 1 / sqrt(mean(x^2) + eps):
+    //   dx[i] = r * w[i] * dy[i] - x[i] * r^3 / K * sum_j w[j] * dy[j] * x[j]
+    // x, dy, dx {K, M} (dx may alias dy); w {K}.
+    virtual void rms_norm_back(const tensor& x, const tensor& w, const tensor& dy, float eps, const tensor& dx);
+    // Backward of swiglu (out = silu(g) * u), element-wise, with s = sigmoid(g):
+    //   d_gate = dy * u * s * (1 + g * (1 - s));   d_up = dy * g * s
+    // All {K, M} of one shape; d_gate may alias gate or dy, d_up may alias up (each element is read before written).
+    virtual void swiglu_back(const tensor& gate, const tensor& up, const tensor& dy, const tensor& d_gate,
+                             const tensor& d_up);
+    // Backward of attention, for layouts of contiguous runs only (every row's tree field is -1: causal chains and
+    // ragged batches of sequences; a tree walk is tandem::error(TANDEM_ERR_INVALID_ARGUMENT)). Recomputes the
+    // softmax from q and k. q {D, Hq, M}; k, v {D * Hkv, S} f32 (the keys/values the forward pass attended to);
+    // meta i32 {4, M} as in attention(); out {D, Hq, M} the forward output; d_out {D, Hq, M}; p the forward's
+    // parameters. Writes dq {D, Hq, M}, dk and dv {D * Hkv, S} (grouped-query heads sum into their kv head; a slot
+    // no row attends to gets zeros). With P the softmax row, dP = d_out . v, dS = P * (dP - d_out . out):
+    //   dq[m] = scale * sum_j dS[m][j] k[j];  dk[j] = scale * sum_m dS[m][j] q[m];  dv[j] = sum_m P[m][j] d_out[m]
+    virtual void attention_back(const tensor& q, const tensor& k, const tensor& v, const tensor& meta,
+                                const tensor& out, const tensor& d_out, const attention_params& p, const tensor& dq,
+                                const tensor& dk, const tensor& dv);
+    // Backward of get_rows into an f32 table: d_table[ids[m]] += d_out[m] (accumulates; repeated ids add up, in
+    // increasing m). d_out {K, M}; ids i32 {M}; d_table f32 {K, R}.
+    virtual void get_rows_back(const tensor& d_out, const tensor& ids, const tensor& d_table);
+    // Cross-entropy of logits z against sparse target distributions: row m puts probability p[m][j] on token
+    // ids[m][j], j < k (a hard label: k = 1, p = 1; distillation: the teacher's top-k). With P_m = sum_j p[m][j]:
+    //   loss[m] = sum_j p[m][j] * (logsumexp(z[m]) - z[m][ids[m][j]])
+    //   d_logits[m] = grad_scale * (P_m * softmax(z[m]) - sum_j p[m][j] * onehot(ids[m][j]))
+    // z {V, M}; ids i32 {k, M}, each in [0, V) (else an error, as for get_rows); p {k, M}; loss {M}; d_logits {V, M}
+    // (may alias z). A row whose p are all zero has loss 0 and zero gradient (masked positions).
+    virtual void cross_entropy(const tensor& z, const tensor& ids, const tensor& p, float grad_scale,
+                               const tensor& loss, const tensor& d_logits);
+    // One AdamW step in place on param, m and v (see adamw_params); grad is read only. All of one shape.
+    virtual void adamw(const tensor& param, const tensor& grad, const tensor& m, const tensor& v,
+                       const adamw_params& p);
+    // out = s * x, element-wise (out may alias x).
+    virtual void scale(const tensor& x, float s, const tensor& out);
+    // out[0] = sum of x[i]^2 over every element of x. out f32 {1}.
+    virtual void sum_sq(const tensor& x, const tensor& out);
 };
 
 // The compiled-in backends, in a fixed order: "cpu_ref", "cpu", then GPU backends when built.

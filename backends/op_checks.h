@@ -21,4 +21,23 @@ void argmax(const tensor& x, const tensor& out);
 // sampling settings rather than from a caller bug).
 void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals);
 
+// ---- training ops ----
+void matmul_t(const tensor& w, const tensor& dy, const tensor& dx);
+// Also requires beta to be 0 or 1.
+void weight_grad(const tensor& dy, const tensor& x, float beta, const tensor& dw);
+void rms_norm_back(const tensor& x, const tensor& w, const tensor& dy, const tensor& dx);
+void swiglu_back(const tensor& gate, const tensor& up, const tensor& dy, const tensor& d_gate, const tensor& d_up);
+// Shapes only; the layout in meta (tree fields, slot ranges) is data, checked by the backends.
+void attention_back(const tensor& q, const tensor& k, const tensor& v, const tensor& meta, const tensor& out,
+                    const tensor& d_out, const tensor& dq, const tensor& dk, const tensor& dv);
+// For host backends (meta on the host): every one of the first m rows must be a contiguous run (tree = -1) inside
+// [0, n_slots); else TANDEM_ERR_INVALID_ARGUMENT.
+void attention_back_rows(const int32_t* meta, int64_t m, int64_t n_slots);
+void get_rows_back(const tensor& d_out, const tensor& ids, const tensor& d_table);
+void cross_entropy(const tensor& z, const tensor& ids, const tensor& p, const tensor& loss, const tensor& d_logits);
+// Also requires step >= 1.
+void adamw(const tensor& param, const tensor& grad, const tensor& m, const tensor& v, const adamw_params& p);
+void scale(const tensor& x, const tensor& out);
+void sum_sq(const tensor& x, const tensor& out);
+
 }  // namespace tandem::checks

@@ -1,6 +1,7 @@
 // cpu: the fast CPU backend. Host memory (zero-copy wrap_host), a persistent thread pool for every loop
 // worth spreading, OpenBLAS for f32 GEMM, vector kernels (cpu_simd.h) for the rest. matmul and attention
-// live in cpu_matmul.cpp and cpu_attention.cpp; the element-wise and row-wise ops are here.
+// live in cpu_matmul.cpp and cpu_attention.cpp, the training ops in cpu_train.cpp; the element-wise and row-wise
+// ops are here.
 #include "backends/cpu/cpu.h"
 
 #include <algorithm>
@@ -82,9 +83,11 @@ class cpu_backend final : public host_memory_backend {
     std::string name() const override { return "cpu"; }
 
     bool supports(op o, dtype t) const override {
-        // The same matrix as cpu_ref: f32/f16/q8_0/q4_0/q4_k/q6_k weights (get_rows, matmul), f32/f16 caches
-        // (attention, kv_*).
+        // The same matrix as cpu_ref: f32/f16/q8_0/q4_0/q4_k/q6_k weights (get_rows, matmul, matmul_t), f32/f16
+        // caches (attention, kv_*), f32 for the rest (the training ops in cpu_train.cpp).
         switch (o) {
+            case op::matmul_t:
+                return cpu::matmul_t_supported(t);
             case op::get_rows:
             case op::matmul:
                 return t == dtype::f32 || t == dtype::f16 || cpu::quant_supported(t);
@@ -334,6 +337,54 @@ class cpu_backend final : public host_memory_backend {
                 out_vals.host<float>()[m * k + j] = best[j].v;
             }
         }
+    }
+
+    // ---- training (cpu_train.cpp) ----
+
+    void matmul_t(const tensor& w, const tensor& dy, const tensor& dx) override {
+        checks::matmul_t(w, dy, dx);
+        cpu::matmul_t(*pool_, w, dy, dx);
+    }
+    void weight_grad(const tensor& dy, const tensor& x, float alpha, float beta, const tensor& dw) override {
+        checks::weight_grad(dy, x, beta, dw);
+        cpu::weight_grad(dy, x, alpha, beta, dw);
+    }
+    void rms_norm_back(const tensor& x, const tensor& w, const tensor& dy, float eps, const tensor& dx) override {
+        checks::rms_norm_back(x, w, dy, dx);
+        cpu::rms_norm_back(*pool_, x, w, dy, eps, dx);
+    }
+    void swiglu_back(const tensor& gate, const tensor& up, const tensor& dy, const tensor& d_gate,
+                     const tensor& d_up) override {
+        checks::swiglu_back(gate, up, dy, d_gate, d_up);
+        cpu::swiglu_back(*pool_, gate, up, dy, d_gate, d_up);
+    }
+    void attention_back(const tensor& q, const tensor& k, const tensor& v, const tensor& meta, const tensor& out,
+                        const tensor& d_out, const attention_params& p, const tensor& dq, const tensor& dk,
+                        const tensor& dv) override {
+        checks::attention_back(q, k, v, meta, out, d_out, dq, dk, dv);
+        cpu::attention_back(*pool_, q, k, v, meta, out, d_out, p, dq, dk, dv);
+    }
+    void get_rows_back(const tensor& d_out, const tensor& ids, const tensor& d_table) override {
+        checks::get_rows_back(d_out, ids, d_table);
+        cpu::get_rows_back(*pool_, d_out, ids, d_table);
+    }
+    void cross_entropy(const tensor& z, const tensor& ids, const tensor& p, float grad_scale, const tensor& loss,
+                       const tensor& d_logits) override {
+        checks::cross_entropy(z, ids, p, loss, d_logits);
+        cpu::cross_entropy(*pool_, z, ids, p, grad_scale, loss, d_logits);
+    }
+    void adamw(const tensor& param, const tensor& grad, const tensor& m, const tensor& v,
+               const adamw_params& p) override {
+        checks::adamw(param, grad, m, v, p);
+        cpu::adamw(*pool_, param, grad, m, v, p);
+    }
+    void scale(const tensor& x, float s, const tensor& out) override {
+        checks::scale(x, out);
+        cpu::scale(*pool_, x, s, out);
+    }
+    void sum_sq(const tensor& x, const tensor& out) override {
+        checks::sum_sq(x, out);
+        cpu::sum_sq(*pool_, x, out);
     }
 
    private:

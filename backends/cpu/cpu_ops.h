@@ -38,4 +38,23 @@ void matmul_kquant(thread_pool& pool, const tensor& w, const tensor& x, const te
 void attention(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,
                const tensor& slots, const attention_params& p, const tensor& out);
 
+// cpu_train.cpp: the training ops (backward passes, loss, optimizer). Callers have run checks::<op>(); ids and the
+// attention layout are checked here (TANDEM_ERR_INVALID_ARGUMENT). f32 matmul_t / weight_grad use OpenBLAS.
+bool matmul_t_supported(dtype t);
+void matmul_t(thread_pool& pool, const tensor& w, const tensor& dy, const tensor& dx);
+void weight_grad(const tensor& dy, const tensor& x, float alpha, float beta, const tensor& dw);
+void rms_norm_back(thread_pool& pool, const tensor& x, const tensor& w, const tensor& dy, float eps, const tensor& dx);
+void swiglu_back(thread_pool& pool, const tensor& gate, const tensor& up, const tensor& dy, const tensor& d_gate,
+                 const tensor& d_up);
+void attention_back(thread_pool& pool, const tensor& q, const tensor& k, const tensor& v, const tensor& meta,
+                    const tensor& out, const tensor& d_out, const attention_params& p, const tensor& dq,
+                    const tensor& dk, const tensor& dv);
+void get_rows_back(thread_pool& pool, const tensor& d_out, const tensor& ids, const tensor& d_table);
+void cross_entropy(thread_pool& pool, const tensor& z, const tensor& ids, const tensor& p, float grad_scale,
+                   const tensor& loss, const tensor& d_logits);
+void adamw(thread_pool& pool, const tensor& param, const tensor& grad, const tensor& m, const tensor& v,
+           const adamw_params& p);
+void scale(thread_pool& pool, const tensor& x, float s, const tensor& out);
+void sum_sq(thread_pool& pool, const tensor& x, const tensor& out);
+
 }  // namespace tandem::cpu

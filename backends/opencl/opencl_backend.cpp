@@ -105,6 +105,7 @@ opencl_backend::~opencl_backend() {
 
 bool opencl_backend::supports(op o, dtype t) const {
     switch (o) {
+        case op::matmul_t:  // kernels/train_matmul.cl reads every weight type matmul reads, in its packed blocks
         case op::get_rows:
         case op::matmul:  // quantized weights: kernels/mul_mv_quant.cl, mul_mm_quant.cl, get_rows.cl, *_kquant.cl
             return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0 || t == dtype::q4_k ||
@@ -201,6 +202,10 @@ void opencl_backend::check_device_errors() {
     add(err_attention_tree, "attention: bad tree (a link leaves the batch or forms a cycle)");
     add(err_kv_write_slot, "kv_write: slot out of range");
     add(err_kv_copy_slot, "kv_copy: slot out of range");
+    add(err_get_rows_back_id, "get_rows_back: an id is outside the table");
+    add(err_cross_entropy_id, "cross_entropy: a target id is outside the vocabulary");
+    add(err_attention_back_tree, "attention_back: a row walks a token tree (only contiguous runs have a backward)");
+    add(err_attention_back_slot, "attention_back: a row's run of slots is outside k/v");
     throw error(TANDEM_ERR_INVALID_ARGUMENT, "opencl: " + what + " (detected on the device; those rows were skipped)");
 }
 

@@ -41,6 +41,11 @@ enum device_error : cl_int {
     err_attention_tree = 4,
     err_kv_write_slot = 8,
     err_kv_copy_slot = 16,
+    // training ops (the kernels/train_*.cl files that raise them define the same values)
+    err_get_rows_back_id = 32,
+    err_cross_entropy_id = 64,
+    err_attention_back_tree = 128,
+    err_attention_back_slot = 256,
 };
 
 enum class gemv_variant { row, wg };
@@ -91,6 +96,23 @@ class opencl_backend final : public backend {
     void kv_copy(const tensor& cache, const tensor& src, const tensor& dst) override;
     void argmax(const tensor& x, const tensor& out) override;
     void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) override;
+
+    // training (ops/train_*.cpp, kernels/train_*.cl)
+    void matmul_t(const tensor& w, const tensor& dy, const tensor& dx) override;
+    void weight_grad(const tensor& dy, const tensor& x, float alpha, float beta, const tensor& dw) override;
+    void rms_norm_back(const tensor& x, const tensor& w, const tensor& dy, float eps, const tensor& dx) override;
+    void swiglu_back(const tensor& gate, const tensor& up, const tensor& dy, const tensor& d_gate,
+                     const tensor& d_up) override;
+    void attention_back(const tensor& q, const tensor& k, const tensor& v, const tensor& meta, const tensor& out,
+                        const tensor& d_out, const attention_params& p, const tensor& dq, const tensor& dk,
+                        const tensor& dv) override;
+    void get_rows_back(const tensor& d_out, const tensor& ids, const tensor& d_table) override;
+    void cross_entropy(const tensor& z, const tensor& ids, const tensor& p, float grad_scale, const tensor& loss,
+                       const tensor& d_logits) override;
+    void adamw(const tensor& param, const tensor& grad, const tensor& m, const tensor& v,
+               const adamw_params& p) override;
+    void scale(const tensor& x, float s, const tensor& out) override;
+    void sum_sq(const tensor& x, const tensor& out) override;
 
     // ---- for the launchers in ops/ and the test hooks ----
     const device_info& dev() const { return dev_; }

@@ -90,6 +90,7 @@ constexpr file_header k_file_headers[] = {
     {"mul_mv_kquant.cl", "kquant.cl"},
     {"mul_mm_kquant.cl", "kquant.cl"},
     {"get_rows_kquant.cl", "kquant.cl"},
+    {"train_matmul.cl", "kquant.cl"},
 };
 
 }  // namespace

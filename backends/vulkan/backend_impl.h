@@ -95,6 +95,23 @@ class vk_backend final : public backend {
     void argmax(const tensor& x, const tensor& out) override;
     void top_k(const tensor& x, int32_t k, const tensor& out_ids, const tensor& out_vals) override;
 
+    // training (ops/train_*.cpp)
+    void matmul_t(const tensor& w, const tensor& dy, const tensor& dx) override;
+    void weight_grad(const tensor& dy, const tensor& x, float alpha, float beta, const tensor& dw) override;
+    void rms_norm_back(const tensor& x, const tensor& w, const tensor& dy, float eps, const tensor& dx) override;
+    void swiglu_back(const tensor& gate, const tensor& up, const tensor& dy, const tensor& d_gate,
+                     const tensor& d_up) override;
+    void attention_back(const tensor& q, const tensor& k, const tensor& v, const tensor& meta, const tensor& out,
+                        const tensor& d_out, const attention_params& p, const tensor& dq, const tensor& dk,
+                        const tensor& dv) override;
+    void get_rows_back(const tensor& d_out, const tensor& ids, const tensor& d_table) override;
+    void cross_entropy(const tensor& z, const tensor& ids, const tensor& p, float grad_scale, const tensor& loss,
+                       const tensor& d_logits) override;
+    void adamw(const tensor& param, const tensor& grad, const tensor& m, const tensor& v,
+               const adamw_params& p) override;
+    void scale(const tensor& x, float s, const tensor& out) override;
+    void sum_sq(const tensor& x, const tensor& out) override;
+
     // ---- for the launchers ----
     const device_limits& limits() const { return dev_.limits(); }
     // The range holding all of t (rows [row0, row0 + n_rows) of t seen as ne[0] x nrows), bound at the largest
@@ -115,7 +132,14 @@ class vk_backend final : public backend {
     // ~10x the bandwidth), so the CPU-family kernels read weights, activations and the KV cache through them.
     bool texel_reads() const { return texel_reads_; }
     // A backend-owned device buffer reused by every op that needs `which` (grown on demand).
-    enum scratch_id { scratch_attention = 0, scratch_kv_copy = 1, scratch_top_k = 2, n_scratch = 3 };
+    enum scratch_id {
+        scratch_attention = 0,
+        scratch_kv_copy = 1,
+        scratch_top_k = 2,
+        scratch_sum_sq = 3,
+        scratch_attention_back = 4,
+        n_scratch = 5
+    };
     view scratch(scratch_id which, VkDeviceSize bytes);
     // The rope inverse-frequency table of (n_rot, base), uploaded once.
     view rope_table(int32_t n_rot, float freq_base);

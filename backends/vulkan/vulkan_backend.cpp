@@ -40,6 +40,10 @@ constexpr status_bit k_status_bits[] = {
     {16u, "attention: bad tree (a tree or parent row outside the batch, or a cycle)"},
     {32u, "attention: a tree row's slot is outside the cache"},
     {64u, "attention: a token tree deeper than this device's walk limit (lavapipe loop limit)"},
+    {128u, "get_rows_back: an id is outside the table"},
+    {256u, "cross_entropy: a target id is outside the vocabulary"},
+    {512u, "attention_back: a row walks a token tree (only contiguous runs have a backward pass)"},
+    {1024u, "attention_back: a row's run [kv_begin, kv_begin + kv_len) is outside k and v"},
 };
 
 // Staging chunk and the most staging memory pending transfers may hold before a flush.
@@ -120,6 +124,7 @@ vk_backend::~vk_backend() {
 
 bool vk_backend::supports(op o, dtype t) const {
     switch (o) {
+        case op::matmul_t:  // the frozen base weight read in its own format (ops/train_matmul.cpp)
         case op::get_rows:
         case op::matmul:  // quantized weights: ops/matmul_quant.cpp, ops/matmul_kquant.cpp, ops/elementwise.cpp
             return t == dtype::f32 || t == dtype::f16 || t == dtype::q8_0 || t == dtype::q4_0 || t == dtype::q4_k ||

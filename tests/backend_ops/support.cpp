@@ -10,9 +10,8 @@ std::vector<support_row> support_rows() {
     const dtype weights[] = {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q6_k};
     const dtype caches[] = {dtype::f32, dtype::f16};
     std::vector<support_row> rows;
-    for (op o : {op::get_rows, op::rms_norm, op::matmul, op::rope, op::attention, op::swiglu, op::add, op::softmax,
-                 op::kv_write, op::kv_copy, op::argmax, op::top_k}) {
-        if (o == op::get_rows || o == op::matmul) {
+    for (op o : all_ops()) {
+        if (o == op::get_rows || o == op::matmul || o == op::matmul_t) {
             for (dtype t : weights) rows.push_back({o, t});
         } else if (o == op::attention || o == op::kv_write || o == op::kv_copy) {
             for (dtype t : caches) rows.push_back({o, t});
@@ -28,7 +27,11 @@ std::string support_variant(const support_row& r) {
     switch (r.o) {
         case op::get_rows:
         case op::matmul:
+        case op::matmul_t:
             return name + "_" + t + "_f32";
+        case op::attention_back:  // q, k, v and every gradient f32, like attention_f32
+        case op::adamw:           // in place on f32 parameters and moments
+            return name + "_f32";
         case op::attention:
             return name + "_" + t;  // the cache type; q and out are f32
         case op::kv_write:
