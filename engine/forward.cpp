@@ -2,6 +2,7 @@
 // Buffer shapes are given in ggml order {innermost, ...}; M is the number of rows in the batch.
 #include "engine/forward.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -29,9 +30,12 @@ tensor forward_pass::act(size_t offset, int64_t ne0, int64_t ne1, int64_t ne2, d
 }
 
 void forward_pass::reserve(int64_t n_rows, int64_t n_logits) {
-    if (n_rows <= cap_rows_ && n_logits <= cap_logits_) return;
+    // Adapters may be added to the model between passes: their rank is part of the capacity.
+    const int64_t rank = m_.max_adapter_rank();
+    if (n_rows <= cap_rows_ && n_logits <= cap_logits_ && rank <= cap_rank_) return;
     cap_rows_ = std::max(n_rows, cap_rows_);
     cap_logits_ = std::max(n_logits, cap_logits_);
+    cap_rank_ = std::max(rank, cap_rank_);
     const auto& hp = m_.hparams();
     const int64_t m = cap_rows_;
     size_t off = 0;
@@ -52,6 +56,10 @@ void forward_pass::reserve(int64_t n_rows, int64_t n_logits) {
     off_up_ = take(hp.n_ff * m);
     off_logits_ = take(int64_t(hp.n_vocab) * cap_logits_);
     off_ids_ = take(m * 8 + cap_logits_);  // tokens, pos, slots, meta (4 per walk entry), logit row ids
+    if (cap_rank_ > 0) {
+        off_lora_h_ = take(cap_rank_ * m);
+        off_lora_y_ = take(std::max({int64_t(hp.n_embd), qd, int64_t(hp.n_ff)}) * m);
+    }
     scratch_ = be_.alloc(off);
 }
 
@@ -95,6 +103,20 @@ void forward_pass::set_layers(int32_t first, int32_t end) {
     }
     first_layer_ = first;
     end_layer_ = e;
+}
+
+void forward_pass::apply_adapters(int32_t l, lora_target t, const tensor& x, const tensor& y) {
+    for (const lora_use& u : m_.adapters()) {
+        const lora_pair* p = u.adapter->get(l, t);
+        if (!p) continue;
+        const int64_t M = x.ne[1];
+        const tensor h = act(off_lora_h_, p->a.ne[1], M);  // A x {r, M}
+        const tensor y2 = act(off_lora_y_, y.ne[0], M);    // B h {N, M}
+        be_.matmul(p->a, x, h);
+        be_.scale(h, u.factor(), h);  // on the rank-r side: the cheapest place for the factor
+        be_.matmul(p->b, h, y2);
+        be_.add(y, y2, y);
+    }
 }
 
 void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits,
@@ -157,6 +179,7 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     if (io && !io->in.empty()) be_.upload(*scratch_, off_x_, io->in.data(), io->in.size() * 4);
     else be_.get_rows(m_.token_embd(), t_tok, x);
     const int end = end_layer_ > 0 ? std::min(end_layer_, hp.n_layer) : hp.n_layer;
+    const bool lora = !m_.adapters().empty();  // without adapters the pass enqueues exactly the base ops
     for (int l = first_layer_; l < end; ++l) {
         const auto& w = m_.layer(l);
         // attention block
@@ -164,6 +187,11 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
         be_.matmul(w.wq, xb, act(off_q_, D * Hq, M));  // matmul sees {rows, M}; rope sees {D, heads, M}
         be_.matmul(w.wk, xb, act(off_k_, D * Hkv, M));
         be_.matmul(w.wv, xb, v);
+        if (lora) {
+            apply_adapters(l, lora_target::q, xb, act(off_q_, D * Hq, M));
+            apply_adapters(l, lora_target::k, xb, act(off_k_, D * Hkv, M));
+            apply_adapters(l, lora_target::v, xb, v);
+        }
         be_.rope(q, t_pos, rp);
         be_.rope(k, t_pos, rp);
         const tensor k_rows = act(off_k_, D * Hkv, M);
@@ -171,13 +199,19 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
         be_.kv_write(v, cache_.v(l), t_slot);
         be_.attention(q, cache_.k(l), cache_.v(l), t_meta, t_walk_slot, ap, att);
         be_.matmul(w.wo, act(off_att_, D * Hq, M), tmp);
+        if (lora) apply_adapters(l, lora_target::o, act(off_att_, D * Hq, M), tmp);
         be_.add(x, tmp, x);
         // feed-forward block: w_down(silu(w_gate x) * w_up x)
         be_.rms_norm(x, w.ffn_norm, hp.rms_eps, xb);
         be_.matmul(w.w_gate, xb, gate);
         be_.matmul(w.w_up, xb, up);
+        if (lora) {
+            apply_adapters(l, lora_target::gate, xb, gate);
+            apply_adapters(l, lora_target::up, xb, up);
+        }
         be_.swiglu(gate, up, gate);
         be_.matmul(w.w_down, gate, tmp);
+        if (lora) apply_adapters(l, lora_target::down, gate, tmp);
         be_.add(x, tmp, x);
     }
     if (io && io->out) {

@@ -68,15 +68,19 @@ class forward_pass {
     void validate(std::span<const batch_row> rows, std::span<const context_entry> context) const;
     void reserve(int64_t n_rows, int64_t n_logits);
     tensor act(size_t offset, int64_t ne0, int64_t ne1, int64_t ne2 = 1, dtype t = dtype::f32) const;
+    // y += sum over the model's adapters of factor * B (A x) for target t of layer l. x {K, M}; y {N, M}.
+    void apply_adapters(int32_t l, lora_target t, const tensor& x, const tensor& y);
 
     const model& m_;
     kv_cache& cache_;
     backend& be_;
-    int64_t cap_rows_ = 0, cap_logits_ = 0;
+    int64_t cap_rows_ = 0, cap_logits_ = 0, cap_rank_ = 0;
     std::unique_ptr<buffer> scratch_;
     // Activation views for the current capacity (ne1 = rows), set by reserve().
     size_t off_x_ = 0, off_xb_ = 0, off_q_ = 0, off_k_ = 0, off_v_ = 0, off_att_ = 0, off_tmp_ = 0, off_gate_ = 0,
            off_up_ = 0, off_logits_ = 0, off_ids_ = 0;
+    // LoRA scratch, only when the model has adapters: h = A x {rank, M} and B h {max projection width, M}.
+    size_t off_lora_h_ = 0, off_lora_y_ = 0;
     std::vector<int32_t> host_ints_;
     int32_t first_layer_ = 0, end_layer_ = 0;
 };

@@ -2,6 +2,8 @@
 // before exposing it, so a wrong or hostile file is refused with the tensor's name instead of misread.
 #include "engine/model.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "engine/error.h"
@@ -129,6 +131,52 @@ void model::load_tensors() {
         l.w_down = get(p + "ffn_down.weight", {ff, e}, true);
         l.w_up = get(p + "ffn_up.weight", {e, ff}, true);
     }
+}
+
+void model::add_adapter(std::shared_ptr<const lora_adapter> adapter, float scale) {
+    TANDEM_ASSERT(adapter);
+    if (&adapter->be() != be_.get()) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "LoRA adapter lives on another backend instance than the model");
+    }
+    if (!std::isfinite(scale)) throw error(TANDEM_ERR_INVALID_ARGUMENT, "LoRA scale must be finite");
+    if (adapter->n_layer() != hp_.n_layer) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "LoRA adapter has " + std::to_string(adapter->n_layer()) +
+                                                     " layers, the model " + std::to_string(hp_.n_layer));
+    }
+    for (op o : {op::matmul, op::scale, op::add}) {
+        if (!be_->supports(o, dtype::f32)) {
+            throw error(TANDEM_ERR_UNSUPPORTED, "backend '" + be_->name() + "' cannot apply LoRA adapters yet: op " +
+                                                    op_name(o) + " (f32) is not supported");
+        }
+    }
+    const int64_t r = adapter->rank();
+    for (int32_t l = 0; l < hp_.n_layer; ++l) {
+        const auto& w = layers_[size_t(l)];
+        const tensor* base[lora_target_count] = {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_down, &w.w_up};
+        for (int32_t t = 0; t < lora_target_count; ++t) {
+            const lora_pair* p = adapter->get(l, lora_target(t));
+            if (!p) continue;
+            const int64_t K = base[t]->ne[0], N = base[t]->ne[1];
+            if (p->a.ne != std::array<int64_t, 4>{K, r, 1, 1} || p->b.ne != std::array<int64_t, 4>{r, N, 1, 1} ||
+                p->a.type != dtype::f32 || p->b.type != dtype::f32) {
+                throw error(TANDEM_ERR_INVALID_ARGUMENT, "LoRA adapter does not fit the model at '" +
+                                                             lora_base_tensor_name(l, lora_target(t)) + "'");
+            }
+        }
+    }
+    adapters_.push_back(std::move(adapter));
+    adapter_uses_.push_back(lora_use{adapters_.back().get(), scale});
+}
+
+void model::clear_adapters() {
+    adapter_uses_.clear();
+    adapters_.clear();
+}
+
+int32_t model::max_adapter_rank() const {
+    int32_t r = 0;
+    for (const auto& u : adapter_uses_) r = std::max(r, u.adapter->rank());
+    return r;
 }
 
 }  // namespace tandem

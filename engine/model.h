@@ -8,6 +8,7 @@
 
 #include "backends/backend.h"
 #include "engine/gguf.h"
+#include "engine/lora.h"
 #include "engine/tokenizer.h"
 
 namespace tandem {
@@ -56,6 +57,17 @@ class model {
     const tensor& output() const { return output_; }  // {n_embd, n_vocab}; token_embd when tied
     const layer_weights& layer(int i) const { return layers_[size_t(i)]; }
 
+    // LoRA adapters applied by every forward pass on this model (sessions, speculative decoding, batch verify,
+    // the server), in the order added; several adapters add up. The model shares ownership of each. Throws
+    // tandem::error: INVALID_ARGUMENT for an adapter on another backend or with another layer count or shapes
+    // (adapters from lora_adapter::create/load for this model always fit), UNSUPPORTED when the backend lacks
+    // an op the adapters need (f32 matmul, scale, add). Not thread-safe against forward passes in flight.
+    void add_adapter(std::shared_ptr<const lora_adapter> adapter, float scale);
+    void clear_adapters();
+    const std::vector<lora_use>& adapters() const { return adapter_uses_; }
+    // The largest rank among the applied adapters (0 without adapters): sizes the forward pass's scratch.
+    int32_t max_adapter_rank() const;
+
    private:
     model(gguf_file f, std::unique_ptr<backend> be);
     void load_hparams();
@@ -68,6 +80,8 @@ class model {
     std::unique_ptr<buffer> weights_;
     tensor token_embd_, output_norm_, output_;
     std::vector<layer_weights> layers_;
+    std::vector<std::shared_ptr<const lora_adapter>> adapters_;
+    std::vector<lora_use> adapter_uses_;  // adapter_uses_[i].adapter == adapters_[i].get()
 };
 
 }  // namespace tandem

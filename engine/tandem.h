@@ -96,6 +96,26 @@ tandem_status tandem_synth(const tandem_synth_params* params, const char* out_pa
  * A static string. */
 const char* tandem_synth_shapes(void);
 
+/* ---- LoRA adapters (llama.cpp's adapter GGUF layout: general.type = "adapter", adapter.type = "lora") ---- */
+/* Load the adapter at `path` for `model` onto the model's backend and apply it, multiplied by `scale` (on top of
+ * its alpha / rank), in every forward pass that follows: new and already open sessions and speculative sessions
+ * (tokens already in a session's cache keep the values they were computed with). Several adapters add up.
+ * Errors name the problem: TANDEM_ERR_FORMAT for a file that is not an adapter or does not fit the model,
+ * TANDEM_ERR_UNSUPPORTED for a backend that cannot run the adapter ops yet. */
+tandem_status tandem_model_add_lora(tandem_model* model, const char* path, float scale);
+/* Stop applying every adapter of the model. */
+tandem_status tandem_model_clear_loras(tandem_model* model);
+/* Number of adapters the model applies (0 for NULL). */
+size_t tandem_model_lora_count(const tandem_model* model);
+/* Merge n adapters into a copy of the base model file: W' = W + sum scales[i] * alpha_i / rank_i * B_i A_i for
+ * every adapted matrix, written as `out_type` ("f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"), or in the base
+ * matrix's own type when out_type is NULL or "same" (quantized bases are dequantized, merged and re-quantized with
+ * tandem's quantizer). Every other tensor and all metadata are copied unchanged. A merged matrix whose rows are not
+ * whole blocks of the type falls back as in tandem_quantize (logged). scales may be NULL (all 1). progress (may be
+ * NULL) is called once per tensor. */
+tandem_status tandem_export_lora(const char* base, const char* const* adapters, const float* scales, size_t n,
+                                 const char* out, const char* out_type, tandem_progress_fn progress, void* user);
+
 /* ---- evaluation ---- */
 typedef struct tandem_perplexity_result {
     int64_t n_tokens;  /* scored tokens */

@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "engine/gguf_report.h"
 #include "engine/llama2c.h"
+#include "engine/lora.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
 #include "engine/quantize_model.h"
@@ -224,6 +225,51 @@ const char* tandem_synth_shapes(void) {
     return text.c_str();
 }
 
+tandem_status tandem_model_add_lora(tandem_model* model, const char* path, float scale) {
+    return guarded([&] {
+        require(model && path, "tandem_model_add_lora: null argument");
+        std::shared_ptr<const tandem::lora_adapter> a = tandem::lora_adapter::load(path, *model->impl);
+        model->impl->add_adapter(std::move(a), scale);
+    });
+}
+
+tandem_status tandem_model_clear_loras(tandem_model* model) {
+    return guarded([&] {
+        require(model, "tandem_model_clear_loras: null model");
+        model->impl->clear_adapters();
+    });
+}
+
+size_t tandem_model_lora_count(const tandem_model* model) { return model ? model->impl->adapters().size() : 0; }
+
+tandem_status tandem_export_lora(const char* base, const char* const* adapters, const float* scales, size_t n,
+                                 const char* out, const char* out_type, tandem_progress_fn progress, void* user) {
+    return guarded([&] {
+        require(base && out && (adapters || n == 0), "tandem_export_lora: null argument");
+        require(n > 0, "tandem_export_lora: no adapters");
+        std::vector<std::pair<std::string, float>> list;
+        for (size_t i = 0; i < n; ++i) {
+            require(adapters[i] != nullptr, "tandem_export_lora: null adapter path");
+            list.emplace_back(adapters[i], scales ? scales[i] : 1.f);
+        }
+        std::optional<tandem::dtype> type;
+        if (out_type && std::string(out_type) != "same") {
+            for (tandem::dtype c : {tandem::dtype::f32, tandem::dtype::f16, tandem::dtype::q8_0, tandem::dtype::q4_0,
+                                    tandem::dtype::q4_k, tandem::dtype::q6_k}) {
+                if (out_type == tandem::dtype_name(c)) type = c;
+            }
+            if (!type) {
+                throw tandem::error(TANDEM_ERR_INVALID_ARGUMENT, "tandem_export_lora: unknown output type '" +
+                                                                     std::string(out_type) +
+                                                                     "' (same, f32, f16, q8_0, q4_0, q4_k, q6_k)");
+            }
+        }
+        std::function<void(int64_t, int64_t)> cb;
+        if (progress) cb = [&](int64_t d, int64_t t) { progress(d, t, user); };
+        tandem::export_merged(base, list, out, type, cb);
+    });
+}
+
 tandem_status tandem_perplexity(const tandem_model* model, const char* text, size_t len, int32_t window,
                                 tandem_progress_fn progress, void* user, tandem_perplexity_result* out) {
     return guarded([&] {
@@ -386,3 +432,8 @@ tandem_status tandem_spec_get_stats(const tandem_spec_session* session, tandem_s
 }
 
 }  // extern "C"
+
+namespace tandem {
+// For the other C entry points of libtandem (engine/tandem_train_api.cpp): the message tandem_last_error() returns.
+void set_last_error(const std::string& message) { g_last_error = message; }
+}  // namespace tandem

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "engine/tandem.h"
 
@@ -21,6 +22,17 @@ action add_quantize(CLI::App& app);
 action add_synth(CLI::App& app);
 action add_serve(CLI::App& app);  // collab/: built with TANDEM_COLLAB
 action add_edge(CLI::App& app);
+action add_export_lora(CLI::App& app);
+
+// A --lora FILE[:SCALE] argument: the text after the last ':' is the scale when it parses as a number (default 1),
+// so paths with ':' still work. Throws cli_error for a bad scale.
+struct lora_spec {
+    std::string path;
+    float scale = 1.f;
+};
+lora_spec parse_lora_spec(const std::string& arg);
+// Applies every --lora argument to the model (tandem_model_add_lora), throwing cli_error naming the file.
+void add_loras(tandem_model* model, const std::vector<std::string>& args);
 
 // Throws cli_error with the API's message when status is not TANDEM_OK.
 struct cli_error {

@@ -27,6 +27,8 @@ struct generate_options {
     int64_t seed = -1;
     bool ignore_eos = false;
     bool no_timings = false;
+    std::vector<std::string> loras;        // FILE[:SCALE] applied to -m
+    std::vector<std::string> draft_loras;  // FILE[:SCALE] applied to --draft
     // speculative decoding
     std::string draft;
     std::string spec;
@@ -65,6 +67,10 @@ void run_speculative(const generate_options& o, tandem_model* target, const tand
         tandem_model* d = nullptr;
         check(tandem_model_load(o.draft.c_str(), &mp, &d), "loading draft " + o.draft);
         draft.reset(d);
+        add_loras(draft.get(), o.draft_loras);
+    } else if (!o.draft_loras.empty()) {
+        throw cli_error{"--draft-lora needs a separate draft model (--draft FILE); with --spec self the target's "
+                        "--lora adapters apply to the draft layers too"};
     }
     tandem_spec_params pp = tandem_spec_default_params();
     pp.strategy = strategy.c_str();
@@ -120,6 +126,8 @@ int run(const generate_options& o) {
     tandem_model* raw_model = nullptr;
     check(tandem_model_load(o.model.c_str(), &mp, &raw_model), "loading " + o.model);
     std::unique_ptr<tandem_model, model_deleter> model(raw_model);
+    add_loras(model.get(), o.loras);
+    if (!o.draft_loras.empty() && o.draft.empty()) throw cli_error{"--draft-lora needs a draft model (--draft FILE)"};
     tandem_model_desc desc;
     check(tandem_model_describe(model.get(), &desc), "model");
 
@@ -143,6 +151,7 @@ int run(const generate_options& o) {
     if (!o.no_timings) {
         std::fprintf(stderr, "tandem: %s on %s, %zu prompt tokens, seed %llu\n", o.model.c_str(), o.backend.c_str(),
                      n_prompt, static_cast<unsigned long long>(sp.seed));
+        for (const auto& a : o.loras) std::fprintf(stderr, "tandem: LoRA adapter %s\n", a.c_str());
     }
     // Echo the prompt as the tokenizer sees it, then stream the continuation.
     char piece[256];
@@ -207,8 +216,17 @@ action add_generate(CLI::App& app) {
     cmd->add_option("-s,--seed", o->seed, "Random seed (-1 = random; printed on stderr)")->capture_default_str();
     cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS/BOS");
     cmd->add_flag("--no-timings", o->no_timings, "Do not print the header and timings on stderr");
+    cmd->add_option("--lora", o->loras,
+                    "LoRA adapter GGUF (llama.cpp layout) applied to -m without merging, optionally scaled: "
+                    "FILE[:SCALE] (default 1, on top of the adapter's alpha / rank). Repeatable: adapters add up")
+        ->take_all();
     auto* spec = "Speculative decoding";
     cmd->add_option("--draft", o->draft, "Draft model (same vocabulary as -m) for speculative decoding")->group(spec);
+    cmd->add_option("--draft-lora", o->draft_loras,
+                    "LoRA adapter for the draft model (e.g. one distilled toward -m by `tandem finetune "
+                    "--distill-from`): FILE[:SCALE], repeatable")
+        ->take_all()
+        ->group(spec);
     cmd->add_option("--spec", o->spec, "Drafting strategy: chain, tree, dynamic, or self (the target's first "
                                        "--exit-layer layers draft; no --draft needed). Default with --draft: chain")
         ->check(CLI::IsMember({"chain", "tree", "dynamic", "self"}))

@@ -16,6 +16,7 @@ struct perplexity_options {
     int threads = 0;
     int window = 255;
     long long max_chars = 0;
+    std::vector<std::string> loras;  // FILE[:SCALE]
 };
 }  // namespace
 
@@ -31,6 +32,9 @@ action add_perplexity(CLI::App& app) {
     cmd->add_option("--window", o->window, "Tokens scored per window")->capture_default_str()->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--chars", o->max_chars, "Use only the first N bytes of the file (0 = all)")->capture_default_str();
     add_backend_options(cmd, o->backend, o->threads);
+    cmd->add_option("--lora", o->loras,
+                    "LoRA adapter GGUF applied without merging: FILE[:SCALE] (default 1); repeatable")
+        ->take_all();
     return [o] {
         std::ifstream in(o->file, std::ios::binary);
         if (!in) throw cli_error{"cannot read " + o->file};
@@ -44,9 +48,11 @@ action add_perplexity(CLI::App& app) {
         tandem_model* m = nullptr;
         check(tandem_model_load(o->model.c_str(), &mp, &m), "loading " + o->model);
         std::unique_ptr<tandem_model, void (*)(tandem_model*)> model(m, tandem_model_free);
+        add_loras(model.get(), o->loras);
         tandem_perplexity_result r{};
         auto progress = [](int64_t done, int64_t total, void*) { progress_bar(done, total, "windows"); };
         check(tandem_perplexity(model.get(), text.data(), text.size(), o->window, progress, nullptr, &r), "perplexity");
+        for (const auto& a : o->loras) std::printf("LoRA adapter: %s\n", a.c_str());
         std::printf("model: %s\nbackend: %s\ntext: %s (%zu bytes)\ntokens scored: %lld in %lld windows of %d\n"
                     "mean NLL: %.4f nats/token\nperplexity: %.4f\ntime: %.2f s (%.0f tokens/s)\n",
                     o->model.c_str(), o->backend.c_str(), o->file.c_str(), text.size(),

@@ -6,6 +6,7 @@
 #include "tools/tandem/cli.h"
 
 namespace tandem_cli {
+action add_finetune(CLI::App& app);
 
 void check(tandem_status st, const std::string& context) {
     if (st != TANDEM_OK) throw cli_error{context + ": " + tandem_last_error()};
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
     add(tandem_cli::add_devices(app));
     add(tandem_cli::add_quantize(app));
     add(tandem_cli::add_synth(app));
+    add(tandem_cli::add_finetune(app));  // tools/tandem/cmd_finetune.cpp
+    add(tandem_cli::add_export_lora(app));
 #ifdef TANDEM_HAVE_COLLAB
     add(tandem_cli::add_serve(app));
     add(tandem_cli::add_edge(app));

@@ -1,0 +1,74 @@
+// LoRA fine-tuning on a text: tokenize (dummy-prefix space once, no BOS), hold out the tail (val_split) for
+// validation, cut both parts into windows of `ctx` tokens, and train an adapter with AdamW on batches of `batch`
+// windows, in a shuffled order per epoch. Each window is evaluated as in the perplexity protocol: the model sees
+// BOS + the window's first ctx - 1 tokens and is scored on all ctx of them (a short last window is masked).
+// Validation loss (mean NLL per token) is measured before training and after every epoch. With a teacher
+// (distillation) the targets are the teacher's top-k distributions and the validation KL is reported as well.
+// Checkpoints hold the adapter, the AdamW moments and the position in the data, so a resumed run continues
+// exactly where it stopped (the same parameters as an uninterrupted run).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/lora.h"
+#include "engine/model.h"
+#include "engine/optimizer.h"
+
+namespace tandem {
+
+class teacher;
+
+struct finetune_config {
+    lora_config lora;
+    uint64_t seed = 42;  // adapter initialisation and the per-epoch shuffles
+    int32_t ctx = 128;   // tokens per window
+    int32_t batch = 8;   // windows per step
+    int32_t epochs = 1;
+    double val_split = 0.1;        // fraction of the tokens held out at the end of the text (0: no validation)
+    optimizer_config opt;          // total_steps is filled in from the data
+    int64_t max_steps = 0;         // > 0: train at most this many steps in all (the schedule ends there)
+    std::string out_path;          // adapter GGUF written at the end ("" = none)
+    std::string checkpoint_path;   // "" = no checkpoints
+    int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
+    std::string resume_path;       // continue from this checkpoint
+    int32_t distill_top_k = 16;    // teacher entries per row when distilling
+    int64_t stop_after = 0;        // > 0: stop this invocation at this global step (an interruption; for tests)
+};
+
+struct finetune_progress {
+    int64_t step = 0, total_steps = 0;  // global steps
+    int32_t epoch = 0, epochs = 0;      // 1-based current epoch
+    double loss = 0;                    // this step's training loss
+    double tokens_per_s = 0;            // trained tokens per second in this invocation
+    double eta_s = 0;
+    bool epoch_end = false;  // set once per finished epoch, with its validation figures
+    double val_loss = std::numeric_limits<double>::quiet_NaN();
+    double val_kl = std::numeric_limits<double>::quiet_NaN();
+};
+
+struct finetune_result {
+    double val_loss_before = std::numeric_limits<double>::quiet_NaN();
+    double val_loss_after = std::numeric_limits<double>::quiet_NaN();
+    double val_kl_before = std::numeric_limits<double>::quiet_NaN();  // distillation only
+    double val_kl_after = std::numeric_limits<double>::quiet_NaN();
+    int64_t steps = 0;  // global steps done
+    int64_t train_tokens = 0, val_tokens = 0;
+    int64_t tokens_trained = 0;  // scored tokens trained on in this invocation
+    double seconds = 0;          // training time of this invocation (validation excluded)
+    double last_loss = 0;
+    std::unique_ptr<lora_adapter> adapter;
+};
+
+// Trains an adapter for m (which must have no adapters applied). t: the teacher for distillation, or nullptr.
+// Throws tandem::error naming the problem (text too short, bad option, checkpoint mismatch, unsupported op).
+finetune_result finetune(const model& m, std::string_view text, const finetune_config& cfg, teacher* t,
+                         const std::function<void(const finetune_progress&)>& progress = {});
+
+}  // namespace tandem
