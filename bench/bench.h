@@ -17,6 +17,7 @@ action add_verify(CLI::App& app);  // tree verification time against its rooflin
 action add_spec(CLI::App& app);    // speculative decoding acceptance on the real pair
 action add_ops(CLI::App& app);     // every backend_ops kernel on every backend, with OpenBLAS/CLBlast baselines
 action add_model(CLI::App& app);   // prompt, decode and tree-verification tokens/s of a GGUF per backend
+action add_train(CLI::App& app);   // LoRA training tokens/s per backend, against the FMA peak and read bandwidth
 // Defined by bench/cmd_collab.cpp (to come), which CMake compiles only with TANDEM_COLLAB; main.cpp registers
 // it under #ifdef TANDEM_HAVE_COLLAB.
 action add_collab(CLI::App& app);

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
     add(add_spec(app));
     add(add_ops(app));
     add(add_model(app));
+    add(add_train(app));
 #ifdef TANDEM_HAVE_COLLAB
     add(add_collab(app));
     add(add_load(app));

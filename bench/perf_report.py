@@ -5,7 +5,7 @@ there with the machine, the date, the exact commands and every table, each figur
 
   python3 bench/perf_report.py [--quick] [--build build] [--out bench/results/<date>] [--only model,verify]
 
-Steps (in this order): limits, ops, model (synthetic 110m and tinyllama-1.1b, Q4_0 and Q8_0), verify, spec,
+Steps (in this order): limits, stream (bench/stream_check.py, when likwid-bench is installed), ops, model (synthetic 110m and tinyllama-1.1b, Q4_0 and Q8_0), verify, spec,
 collab delay, collab load (stories260K and a synthetic 110m F32 target), peers (bench/peers/run.sh). A step that
 fails is reported as failed in PERFORMANCE.md with its log, and the script exits 1 after the others have run.
 --quick shrinks every step (fewer repeats, sizes and prompts) for a check of the pipeline, not for figures.
@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,9 @@ def steps(quick, cache_dir):
          ["limits"] + (["--mib", "256", "--runs", "3", "--min-time", "0.2", "--launch-runs", "200"] if q else []),
          "Memory bandwidth and peak FMA throughput per thread count, and the launch overhead of each API and "
          "backend: the denominators of the ratios below."),
+        ("stream", "Machine limits", "stream",
+         "`tandem-bench limits` against an independent STREAM-style measurement (likwid-bench's load, copy and "
+         "stream kernels), the two run alternately on the same array size."),
         ("ops", "Kernels",
          ["ops"] + (["--min-seconds", "0.1", "--runs", "3", "--read-mib", "64"] if q else []),
          "Every backend_ops kernel at 7B-model shapes on every backend, against the read bandwidth (memory-bound "
@@ -270,7 +274,14 @@ def run_steps(args, out_dir, run, save):
         log_path = os.path.join(out_dir, f"{name}.log")
         if os.path.exists(json_path):
             os.remove(json_path)  # never render a previous run's figures as this one's
-        if bench_args is None:  # peers
+        if bench_args == "stream":
+            script = os.path.join(HERE, "stream_check.py")
+            extra = ["--rounds", "2", "--mib", "256", "--min-time", "0.3"] if args.quick else []
+            cmd = [sys.executable, script, "--bench", bench, "--out", json_path] + extra
+            r["command"] = shlex.join(["python3", "bench/stream_check.py"] + extra)
+            if not shutil.which("likwid-bench"):
+                r["status"] = "skipped: likwid-bench is not installed (apt-get install likwid)"
+        elif bench_args is None:  # peers
             run_sh = os.path.join(HERE, "peers", "run.sh")
             cmd = [run_sh, "--build", os.path.abspath(args.build), "--models", *peers_models, "--threads", thread_list,
                    "--out", json_path]
