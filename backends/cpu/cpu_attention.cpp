@@ -1,7 +1,8 @@
 // Fused attention for the cpu backend: one pass over the visible slots of each row with an online
 // softmax (running max, running sum, rescaled accumulator), in blocks of slots so that the rescale and
 // the exponentials are done once per block. Threaded over (row, kv head, slice of the query heads that
-// share it), so a K/V row is read once for all the query heads of a group in a slice.
+// share it), so a K/V row is read once for all the query heads of a group in a slice. Groups of rows reading one
+// key run from its start (prefill, training) go to the tiled kernels of cpu_attention_block.cpp instead.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -15,6 +16,8 @@ namespace tandem::cpu {
 namespace {
 
 constexpr int64_t block = 64;  // slots per online-softmax step
+// Rows sharing one key run from which the tiled kernels (cpu_attention_block.cpp) pay for their key transpose.
+constexpr int64_t min_group_rows = 4;
 
 struct layout {
     int64_t d, hq, m_rows, hkv, group, n_slots, row_stride;  // row_stride: elements per cache row
@@ -214,9 +217,11 @@ void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cach
 
 template <typename CT>
 void run(thread_pool& pool, const layout& L, const float* q, const CT* kc, const CT* vc, const visible_slots& vis,
-         float* out) {
+         const std::vector<int64_t>& rows, float* out) {
     // Split each group of query heads into slices when rows x kv heads alone would leave threads idle.
-    const int64_t units = L.m_rows * L.hkv;
+    const int64_t n_rows = int64_t(rows.size());
+    if (n_rows == 0) return;
+    const int64_t units = n_rows * L.hkv;
     const int64_t want = int64_t(pool.size()) * 4;
     const int64_t n_split = std::clamp<int64_t>((want + units - 1) / units, 1, L.group);
     const int64_t per_split = (L.group + n_split - 1) / n_split;
@@ -226,7 +231,8 @@ void run(thread_pool& pool, const layout& L, const float* q, const CT* kc, const
         std::vector<float> scratch;
         for (int64_t it = i0; it < i1; ++it) {
             // kv-head-major order: consecutive items reuse one head's K/V columns while they are in cache.
-            const int64_t split = it % n_split, m = (it / n_split) % L.m_rows, kvh = it / (n_split * L.m_rows);
+            const int64_t split = it % n_split, m = rows[size_t((it / n_split) % n_rows)];
+            const int64_t kvh = it / (n_split * n_rows);
             const int64_t h0 = kvh * L.group + split * per_split;
             const int64_t h1 = std::min(h0 + per_split, (kvh + 1) * L.group);
             if (h0 >= h1) continue;
@@ -244,14 +250,27 @@ void attention(thread_pool& pool, const tensor& q, const tensor& k_cache, const 
     L.hkv = k_cache.ne[0] / L.d, L.group = L.hq / L.hkv, L.n_slots = k_cache.nrows(), L.row_stride = k_cache.ne[0];
     L.n_walk = meta.nrows();
     L.scale = p.scale;
-    const visible_slots vis = collect(L, meta.host<const int32_t>(), slots.host<const int32_t>());
+    const int32_t* mt = meta.host<const int32_t>();
+    const visible_slots vis = collect(L, mt, slots.host<const int32_t>());
+    if (k_cache.type != dtype::f32 && k_cache.type != dtype::f16)
+        throw error(TANDEM_ERR_UNSUPPORTED, "cpu attention: cache type " + std::string(dtype_name(k_cache.type)));
+    // Several rows reading one key run from its start (prefill, training) take the tiled kernels; decode rows,
+    // tree rows and small groups keep the per-row path, which splits a row's heads over threads.
+    const std::vector<run_group> groups = group_runs(mt, L.m_rows, min_group_rows, L.d);
+    std::vector<char> grouped(size_t(L.m_rows), 0);
+    for (const auto& g : groups)
+        for (int64_t m : g.rows) grouped[size_t(m)] = 1;
+    std::vector<int64_t> rest;
+    for (int64_t m = 0; m < L.m_rows; ++m)
+        if (!grouped[size_t(m)]) rest.push_back(m);
+    attention_grouped(pool, q, k_cache, v_cache, groups, p.scale, out);
     const float* qp = q.host<const float>();
     float* op = out.host<float>();
     switch (k_cache.type) {
         case dtype::f32:
-            return run(pool, L, qp, k_cache.host<const float>(), v_cache.host<const float>(), vis, op);
+            return run(pool, L, qp, k_cache.host<const float>(), v_cache.host<const float>(), vis, rest, op);
         case dtype::f16:
-            return run(pool, L, qp, k_cache.host<const uint16_t>(), v_cache.host<const uint16_t>(), vis, op);
+            return run(pool, L, qp, k_cache.host<const uint16_t>(), v_cache.host<const uint16_t>(), vis, rest, op);
         default:
             throw error(TANDEM_ERR_UNSUPPORTED, "cpu attention: cache type " + std::string(dtype_name(k_cache.type)));
     }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "backends/backend.h"
 #include "backends/cpu/thread_pool.h"
@@ -37,6 +38,25 @@ void matmul_kquant(thread_pool& pool, const tensor& w, const tensor& x, const te
 // cpu_attention.cpp: fused one-pass attention over the visible slots of each row.
 void attention(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,
                const tensor& slots, const attention_params& p, const tensor& out);
+
+// cpu_attention_block.cpp: query rows that read one contiguous key run from its start (no tree walk), grouped by
+// that start: prefill chunks and training batches. rows are in increasing kv_len (lens[i] is rows[i]'s); len is the
+// longest run.
+struct run_group {
+    int64_t begin = 0, len = 0;
+    std::vector<int64_t> rows, lens;
+};
+// The groups of at least min_rows such rows, leaving out runs too long for the tiled kernels (head size d). meta
+// {4, m_rows} already validated.
+std::vector<run_group> group_runs(const int32_t* meta, int64_t m_rows, int64_t min_rows, int64_t d);
+// attention() for the rows of `groups` only (other rows of out are left alone).
+void attention_grouped(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache,
+                       const std::vector<run_group>& groups, float scale, const tensor& out);
+// attention_back() when every row that sees a slot belongs to a group and the groups' slot ranges are disjoint;
+// returns false without writing anything otherwise. meta already validated.
+bool attention_back_grouped(thread_pool& pool, const tensor& q, const tensor& k, const tensor& v, const tensor& meta,
+                            const tensor& out, const tensor& d_out, float scale, const tensor& dq, const tensor& dk,
+                            const tensor& dv);
 
 // cpu_train.cpp: the training ops (backward passes, loss, optimizer). Callers have run checks::<op>(); ids and the
 // attention layout are checked here (TANDEM_ERR_INVALID_ARGUMENT). f32 matmul_t / weight_grad use OpenBLAS.

@@ -187,6 +187,9 @@ void attention_back(thread_pool& pool, const tensor& q, const tensor& k, const t
     const int64_t row = k.ne[0], hkv = row / d, group = hq / hkv, n_slots = k.nrows();
     const int32_t* mt = meta.host<const int32_t>();
     checks::attention_back_rows(mt, m_rows, n_slots);
+    // Runs that do not overlap (causal chains, training batches) take the tiled kernels; the loops below are the
+    // general case (runs sharing slots from different starts), at O(slots x rows) cost.
+    if (attention_back_grouped(pool, q, k, v, meta, out, d_out, p.scale, dq, dk, dv)) return;
     const float* qp = q.host<const float>();
     const float* kp = k.host<const float>();
     const float* vp = v.host<const float>();

@@ -383,6 +383,11 @@ TEST_P(backend_ops, attention_back_f32) {
     runs train;
     train.chain(0, 0, 64);
     check(attention_back_case(random(), "chain", 64, 4, 2, 64, train, 1.f));
+    // Runs that share slots from different starts: no training layout, but valid (a tiled kernel's general path).
+    runs overlap;
+    overlap.chain(0, 6, 5);  // slots 0..10
+    overlap.chain(4, 2, 4);  // slots 4..9
+    check(attention_back_case(random(), "overlap", 16, 4, 2, 12, overlap, 2.f));
 }
 
 TEST_P(backend_ops, get_rows_back_f32_f32) {

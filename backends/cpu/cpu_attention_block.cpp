@@ -1,0 +1,437 @@
+// Attention forward and backward for query rows that read one contiguous key run from its start (prefill chunks,
+// training batches: row t of a causal sequence sees slots [begin, begin + t + 1)). Per (run, kv head) the keys (and
+// values) are transposed once into {D, L} f32 tiles, so the inner loops run along the keys with full vectors
+// whatever the head size (an 8-wide head fills half an AVX-512 vector along D), and up to four (row, head) pairs
+// share each tile load. The backward accumulates a run's dk, dv in tiles owned by one thread: no reduction race,
+// and no scan of every row for every slot.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <type_traits>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/cpu_simd.h"
+#include "engine/error.h"
+
+namespace tandem::cpu {
+
+namespace {
+
+constexpr int pair_block = 4;      // (row, head) pairs per pass over a tile: 4 x 4 vector accumulators
+constexpr int64_t tile_rows = 32;  // forward: query rows per work item (each item transposes its keys once)
+// Tiles are {D, L} f32 (the forward needs one or two, the backward four): a few MiB per thread at most; longer runs
+// take the per-row paths.
+constexpr int64_t max_tile_elements = int64_t(1) << 19;
+
+int64_t padded(int64_t n) { return (n + simd::width - 1) / simd::width * simd::width; }
+
+// Calls f with std::integral_constant<int, nr> so the kernels below get their pair count at compile time.
+template <typename F>
+void with_pairs(int nr, F&& f) {
+    switch (nr) {
+        case 1:
+            return f(std::integral_constant<int, 1>{});
+        case 2:
+            return f(std::integral_constant<int, 2>{});
+        case 3:
+            return f(std::integral_constant<int, 3>{});
+        default:
+            return f(std::integral_constant<int, 4>{});
+    }
+}
+
+// t[i][j] = x[j][i] (x rows `stride` apart, already offset to the run's first slot and kv head) for j < len, and
+// zeros for len <= j < ld, so the kernels may read whole vectors past the run.
+template <typename CT>
+void transpose_in(const CT* x, int64_t stride, int64_t len, int64_t d, float* t, int64_t ld) {
+    for (int64_t i = 0; i < d; ++i) std::fill(t + i * ld + len, t + (i + 1) * ld, 0.f);
+    for (int64_t j = 0; j < len; ++j) {
+        const CT* r = x + j * stride;
+        for (int64_t i = 0; i < d; ++i) t[i * ld + j] = simd::to_f32(r[i]);
+    }
+}
+
+// x[j][i] = t[i][j] for j < len.
+void transpose_out(const float* t, int64_t ld, int64_t len, int64_t d, float* x, int64_t stride) {
+    for (int64_t j = 0; j < len; ++j) {
+        float* r = x + j * stride;
+        for (int64_t i = 0; i < d; ++i) r[i] = t[i * ld + j];
+    }
+}
+
+// s_r[j] = sum_i x_r[i] * t[i][j] for r < NR, j < n (a multiple of the width): every tile vector is loaded once for
+// all NR rows, four key vectors per pass (4 * NR independent accumulators hide the FMA latency).
+template <int NR>
+void rows_by_tile(const float* const* x, const float* t, int64_t ld, int64_t d, int64_t n, float* s, int64_t lds) {
+    using namespace simd;
+    int64_t j = 0;
+    for (; j + 4 * width <= n; j += 4 * width) {
+        vf acc[NR][4];
+        for (auto& a : acc)
+            for (auto& v : a) v = zero();
+        for (int64_t i = 0; i < d; ++i) {
+            const float* tr = t + i * ld + j;
+            const vf t0 = load(tr), t1 = load(tr + width), t2 = load(tr + 2 * width), t3 = load(tr + 3 * width);
+            for (int r = 0; r < NR; ++r) {
+                const vf xv = set1(x[r][i]);
+                acc[r][0] = fma(xv, t0, acc[r][0]);
+                acc[r][1] = fma(xv, t1, acc[r][1]);
+                acc[r][2] = fma(xv, t2, acc[r][2]);
+                acc[r][3] = fma(xv, t3, acc[r][3]);
+            }
+        }
+        for (int r = 0; r < NR; ++r)
+            for (int c = 0; c < 4; ++c) store(s + r * lds + j + c * width, acc[r][c]);
+    }
+    for (; j < n; j += width) {
+        vf acc[NR];
+        for (auto& v : acc) v = zero();
+        for (int64_t i = 0; i < d; ++i) {
+            const vf tv = load(t + i * ld + j);
+            for (int r = 0; r < NR; ++r) acc[r] = fma(set1(x[r][i]), tv, acc[r]);
+        }
+        for (int r = 0; r < NR; ++r) store(s + r * lds + j, acc[r]);
+    }
+}
+
+// y_r[i0 + i] = sum_{j < n} a_r[j] * x[j][i0 + i] for NC vectors of D, with x rows `stride` apart: the NR x NC
+// accumulators stay in registers while the rows of x stream past once.
+template <int NR, int NC, typename CT>
+void rows_by_rows_chunk(const float* const* a, const CT* x, int64_t stride, int64_t n, int64_t i0, float* const* y) {
+    using namespace simd;
+    vf acc[NR][NC];
+    for (auto& r : acc)
+        for (auto& v : r) v = zero();
+    for (int64_t j = 0; j < n; ++j) {
+        const CT* xr = x + j * stride + i0;
+        vf xv[NC];
+        for (int c = 0; c < NC; ++c) xv[c] = load(xr + c * width);
+        for (int r = 0; r < NR; ++r) {
+            const vf av = set1(a[r][j]);
+            for (int c = 0; c < NC; ++c) acc[r][c] = fma(av, xv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int c = 0; c < NC; ++c) store(y[r] + i0 + c * width, acc[r][c]);
+}
+
+// y_r[i] = sum_{j < n} a_r[j] * x[j][i], x in its slot-major memory (d a multiple of the width).
+template <int NR, typename CT>
+void rows_by_rows(const float* const* a, const CT* x, int64_t stride, int64_t n, int64_t d, float* const* y) {
+    int64_t i0 = 0;
+    for (; i0 + 4 * simd::width <= d; i0 += 4 * simd::width) rows_by_rows_chunk<NR, 4>(a, x, stride, n, i0, y);
+    for (; i0 < d; i0 += simd::width) rows_by_rows_chunk<NR, 1>(a, x, stride, n, i0, y);
+}
+
+// y_r[i] = sum_{j < n} a_r[j] * t[i][j] (n a multiple of the width): the same product from the transposed tile, for
+// head sizes that are not a multiple of the width.
+template <int NR>
+void rows_by_tile_t(const float* const* a, const float* t, int64_t ld, int64_t n, int64_t d, float* const* y) {
+    using namespace simd;
+    for (int64_t i = 0; i < d; ++i) {
+        vf acc[NR];
+        for (auto& v : acc) v = zero();
+        for (int64_t j = 0; j < n; j += width) {
+            const vf tv = load(t + i * ld + j);
+            for (int r = 0; r < NR; ++r) acc[r] = fma(load(a[r] + j), tv, acc[r]);
+        }
+        for (int r = 0; r < NR; ++r) y[r][i] = reduce_add(acc[r]);
+    }
+}
+
+// acc[i][j] += sum_r c_r[i] * a_r[j] for i < d, j < n (n a multiple of the width; acc is {d, ld}): one load and
+// store of the accumulator per NR multiply-adds.
+template <int NR>
+void tile_add_outer(float* acc, int64_t ld, int64_t d, int64_t n, const float* const* c, const float* const* a) {
+    using namespace simd;
+    for (int64_t i = 0; i < d; ++i) {
+        vf cv[NR];
+        for (int r = 0; r < NR; ++r) cv[r] = set1(c[r][i]);
+        float* row = acc + i * ld;
+        for (int64_t j = 0; j < n; j += width) {
+            vf v = load(row + j);
+            for (int r = 0; r < NR; ++r) v = fma(cv[r], load(a[r] + j), v);
+            store(row + j, v);
+        }
+    }
+}
+
+// x[j][i] += sum_r a_r[j] * c_r[i] for j < n, i < d (d a multiple of the width; x rows `stride` apart): the same
+// update straight into slot-major memory, with the c_r chunk held in registers while the rows of x stream past.
+template <int NR, int NC>
+void rows_add_outer_chunk(float* x, int64_t stride, int64_t n, int64_t i0, const float* const* a,
+                          const float* const* c) {
+    using namespace simd;
+    vf cv[NR][NC];
+    for (int r = 0; r < NR; ++r)
+        for (int k = 0; k < NC; ++k) cv[r][k] = load(c[r] + i0 + k * width);
+    for (int64_t j = 0; j < n; ++j) {
+        float* xr = x + j * stride + i0;
+        vf acc[NC];
+        for (int k = 0; k < NC; ++k) acc[k] = load(xr + k * width);
+        for (int r = 0; r < NR; ++r) {
+            const vf av = set1(a[r][j]);
+            for (int k = 0; k < NC; ++k) acc[k] = fma(av, cv[r][k], acc[k]);
+        }
+        for (int k = 0; k < NC; ++k) store(xr + k * width, acc[k]);
+    }
+}
+
+template <int NR>
+void rows_add_outer(float* x, int64_t stride, int64_t n, int64_t d, const float* const* a, const float* const* c) {
+    int64_t i0 = 0;
+    for (; i0 + 4 * simd::width <= d; i0 += 4 * simd::width) rows_add_outer_chunk<NR, 4>(x, stride, n, i0, a, c);
+    for (; i0 < d; i0 += simd::width) rows_add_outer_chunk<NR, 1>(x, stride, n, i0, a, c);
+}
+
+// s[j] = softmax(scale * s)[j] over j < len, and 0 for len <= j < n (n a multiple of the width).
+void softmax_row(float* s, int64_t len, int64_t n, float scale) {
+    using namespace simd;
+    const vf sv = set1(scale);
+    int64_t j = 0;
+    vf mv = set1(-std::numeric_limits<float>::infinity());
+    for (; j + width <= len; j += width) {
+        const vf x = mul(load(s + j), sv);
+        store(s + j, x);
+        mv = simd::max(mv, x);
+    }
+    float best = reduce_max(mv);
+    for (; j < len; ++j) best = std::max(best, s[j] *= scale);
+    vf sum = zero();
+    const vf shift = set1(-best);
+    for (j = 0; j + width <= len; j += width) {
+        const vf e = simd::exp(add(load(s + j), shift));
+        store(s + j, e);
+        sum = add(sum, e);
+    }
+    float total = reduce_add(sum);
+    for (; j < len; ++j) total += (s[j] = std::exp(s[j] - best));
+    const float inv = 1.f / total;
+    const vf iv = set1(inv);
+    for (j = 0; j + width <= len; j += width) store(s + j, mul(load(s + j), iv));
+    for (; j < len; ++j) s[j] *= inv;
+    std::fill(s + len, s + n, 0.f);
+}
+
+struct heads {
+    int64_t d, hq, hkv, group, stride;  // stride: elements per K/V row (d * hkv)
+    float scale;
+};
+
+// One forward work item: query rows [t0, t1) of group g (increasing kv_len) against kv head kvh.
+template <typename CT>
+void forward_tile(const heads& H, const float* q, const CT* k, const CT* v, float* out, const run_group& g, int64_t kvh,
+                  int64_t t0, int64_t t1, std::vector<float>& scratch) {
+    const int64_t d = H.d, len = g.lens[size_t(t1 - 1)], ld = padded(len);
+    const bool along_d = d % simd::width == 0;  // else the output is read from a transposed V tile too
+    scratch.resize(size_t(ld * (d * (along_d ? 1 : 2) + pair_block)));
+    float* kt = scratch.data();
+    float* vt = kt + d * ld;
+    float* s = vt + (along_d ? 0 : d * ld);  // [pair_block][ld]
+    const int64_t first = g.begin * H.stride + kvh * d;
+    transpose_in(k + first, H.stride, len, d, kt, ld);
+    if (!along_d) transpose_in(v + first, H.stride, len, d, vt, ld);
+    const int64_t n_pairs = (t1 - t0) * H.group;
+    for (int64_t p0 = 0; p0 < n_pairs; p0 += pair_block) {
+        const int nr = int(std::min<int64_t>(pair_block, n_pairs - p0));
+        const float* x[pair_block];
+        float* a[pair_block];
+        float* y[pair_block];
+        int64_t lens[pair_block];
+        for (int r = 0; r < nr; ++r) {
+            const int64_t t = t0 + (p0 + r) / H.group, h = kvh * H.group + (p0 + r) % H.group;
+            const int64_t off = (g.rows[size_t(t)] * H.hq + h) * d;
+            x[r] = q + off, y[r] = out + off, a[r] = s + r * ld, lens[r] = g.lens[size_t(t)];
+        }
+        const int64_t lb = lens[nr - 1], lbp = padded(lb);  // the block's longest row (rows are sorted by length)
+        with_pairs(nr, [&](auto c) { rows_by_tile<decltype(c)::value>(x, kt, ld, d, lbp, s, ld); });
+        for (int r = 0; r < nr; ++r) softmax_row(a[r], lens[r], lbp, H.scale);
+        if (along_d)
+            with_pairs(nr, [&](auto c) { rows_by_rows<decltype(c)::value>(a, v + first, H.stride, lb, d, y); });
+        else
+            with_pairs(nr, [&](auto c) { rows_by_tile_t<decltype(c)::value>(a, vt, ld, lbp, d, y); });
+    }
+}
+
+template <typename CT>
+void forward(thread_pool& pool, const heads& H, const float* q, const CT* k, const CT* v, float* out,
+             const std::vector<run_group>& groups) {
+    struct item {
+        size_t g;
+        int64_t kvh, t0, t1;
+    };
+    std::vector<item> items;
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+        const int64_t n = int64_t(groups[gi].rows.size());
+        for (int64_t kvh = 0; kvh < H.hkv; ++kvh)
+            for (int64_t t0 = 0; t0 < n; t0 += tile_rows) items.push_back({gi, kvh, t0, std::min(n, t0 + tile_rows)});
+    }
+    pool.parallel_for(int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
+        std::vector<float> scratch;
+        for (int64_t i = b; i < e; ++i) {
+            const item& it = items[size_t(i)];
+            forward_tile(H, q, k, v, out, groups[it.g], it.kvh, it.t0, it.t1, scratch);
+        }
+    });
+}
+
+struct back_io {
+    const float *q, *k, *v, *out, *d_out;
+    float *dq, *dk, *dv;
+};
+
+// One backward work item: every row of group g against kv head kvh. Recomputes P from q and the key tile, then
+// dq directly, and the group's dk, dv (owned by this item) by rank-NR updates: in place when the head size is a
+// multiple of the width, else in transposed tiles written back at the end.
+void backward_group(const heads& H, const back_io& io, const run_group& g, int64_t kvh, std::vector<float>& scratch) {
+    const int64_t d = H.d, len = g.len, ld = padded(len);
+    const bool along_d = d % simd::width == 0;
+    const int64_t n_tiles = along_d ? 2 : 4;
+    scratch.resize(size_t(ld * (n_tiles * d + 2 * pair_block)));
+    float* kt = scratch.data();
+    float* vt = kt + d * ld;
+    float* dkt = vt + d * ld;  // (transposed accumulators: only when !along_d)
+    float* dvt = dkt + d * ld;
+    float* s = kt + n_tiles * d * ld;  // [pair_block][ld]: scores, then P
+    float* ds = s + pair_block * ld;   // [pair_block][ld]: d_out . v, then scale * dS
+    const int64_t first = g.begin * H.stride + kvh * d;
+    transpose_in(io.k + first, H.stride, len, d, kt, ld);
+    transpose_in(io.v + first, H.stride, len, d, vt, ld);
+    if (along_d) {
+        for (int64_t j = 0; j < len; ++j) {
+            std::fill(io.dk + first + j * H.stride, io.dk + first + j * H.stride + d, 0.f);
+            std::fill(io.dv + first + j * H.stride, io.dv + first + j * H.stride + d, 0.f);
+        }
+    } else {
+        std::fill(dkt, dkt + 2 * d * ld, 0.f);
+    }
+    const int64_t n_pairs = int64_t(g.rows.size()) * H.group;
+    for (int64_t p0 = 0; p0 < n_pairs; p0 += pair_block) {
+        const int nr = int(std::min<int64_t>(pair_block, n_pairs - p0));
+        const float *x[pair_block], *go[pair_block];
+        float *p[pair_block], *dsr[pair_block], *y[pair_block];
+        int64_t lens[pair_block];
+        for (int r = 0; r < nr; ++r) {
+            const int64_t t = (p0 + r) / H.group, h = kvh * H.group + (p0 + r) % H.group;
+            const int64_t off = (g.rows[size_t(t)] * H.hq + h) * d;
+            x[r] = io.q + off, go[r] = io.d_out + off, y[r] = io.dq + off;
+            p[r] = s + r * ld, dsr[r] = ds + r * ld, lens[r] = g.lens[size_t(t)];
+        }
+        const int64_t lb = lens[nr - 1], lbp = padded(lb);
+        with_pairs(nr, [&](auto c) {
+            rows_by_tile<decltype(c)::value>(x, kt, ld, d, lbp, s, ld);
+            rows_by_tile<decltype(c)::value>(go, vt, ld, d, lbp, ds, ld);
+        });
+        for (int r = 0; r < nr; ++r) {
+            using namespace simd;
+            softmax_row(p[r], lens[r], lbp, H.scale);
+            // dS = P * (d_out . v - d_out . out), scaled once here for both dq and dk; 0 past the row (P = 0 there).
+            const float off_r = -dot(go[r], io.out + (x[r] - io.q), d);
+            const vf offv = set1(off_r), sc = set1(H.scale);
+            for (int64_t j = 0; j < lbp; j += width)
+                store(dsr[r] + j, mul(sc, mul(load(p[r] + j), add(load(dsr[r] + j), offv))));
+        }
+        with_pairs(nr, [&](auto c) {
+            constexpr int n = decltype(c)::value;
+            if (along_d) {
+                rows_by_rows<n>(dsr, io.k + first, H.stride, lb, d, y);
+                rows_add_outer<n>(io.dk + first, H.stride, lb, d, dsr, x);
+                rows_add_outer<n>(io.dv + first, H.stride, lb, d, p, go);
+            } else {
+                rows_by_tile_t<n>(dsr, kt, ld, lbp, d, y);
+                tile_add_outer<n>(dkt, ld, d, lbp, x, dsr);
+                tile_add_outer<n>(dvt, ld, d, lbp, go, p);
+            }
+        });
+    }
+    if (!along_d) {
+        transpose_out(dkt, ld, len, d, io.dk + first, H.stride);
+        transpose_out(dvt, ld, len, d, io.dv + first, H.stride);
+    }
+}
+
+}  // namespace
+
+std::vector<run_group> group_runs(const int32_t* meta, int64_t m_rows, int64_t min_rows, int64_t d) {
+    std::vector<int64_t> order;
+    for (int64_t m = 0; m < m_rows; ++m)
+        if (meta[4 * m + 2] < 0 && meta[4 * m + 1] > 0) order.push_back(m);
+    // By run start, then length: each group's rows come out in increasing kv_len.
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return meta[4 * a] != meta[4 * b] ? meta[4 * a] < meta[4 * b] : meta[4 * a + 1] < meta[4 * b + 1];
+    });
+    std::vector<run_group> groups;
+    for (size_t i = 0; i < order.size();) {
+        size_t e = i;
+        while (e < order.size() && meta[4 * order[e]] == meta[4 * order[i]]) ++e;
+        run_group g;
+        g.begin = meta[4 * order[i]], g.len = meta[4 * order[e - 1] + 1];
+        if (int64_t(e - i) >= min_rows && d * padded(g.len) <= max_tile_elements) {
+            for (size_t r = i; r < e; ++r) g.rows.push_back(order[r]), g.lens.push_back(meta[4 * order[r] + 1]);
+            groups.push_back(std::move(g));
+        }
+        i = e;
+    }
+    return groups;
+}
+
+void attention_grouped(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache,
+                       const std::vector<run_group>& groups, float scale, const tensor& out) {
+    if (groups.empty()) return;
+    heads H;
+    H.d = q.ne[0], H.hq = q.ne[1], H.stride = k_cache.ne[0], H.hkv = H.stride / H.d, H.group = H.hq / H.hkv;
+    H.scale = scale;
+    const float* qp = q.host<const float>();
+    float* op = out.host<float>();
+    switch (k_cache.type) {
+        case dtype::f32:
+            return forward(pool, H, qp, k_cache.host<const float>(), v_cache.host<const float>(), op, groups);
+        case dtype::f16:
+            return forward(pool, H, qp, k_cache.host<const uint16_t>(), v_cache.host<const uint16_t>(), op, groups);
+        default:
+            throw error(TANDEM_ERR_UNSUPPORTED, "cpu attention: cache type " + std::string(dtype_name(k_cache.type)));
+    }
+}
+
+bool attention_back_grouped(thread_pool& pool, const tensor& q, const tensor& k, const tensor& v, const tensor& meta,
+                            const tensor& out, const tensor& d_out, float scale, const tensor& dq, const tensor& dk,
+                            const tensor& dv) {
+    heads H;
+    H.d = q.ne[0], H.hq = q.ne[1], H.stride = k.ne[0], H.hkv = H.stride / H.d, H.group = H.hq / H.hkv;
+    H.scale = scale;
+    const int64_t m_rows = q.ne[2], n_slots = k.nrows();
+    const int32_t* mt = meta.host<const int32_t>();
+    const std::vector<run_group> groups = group_runs(mt, m_rows, 1, H.d);
+    // Every row that sees a slot must be in a group, and the groups' slot ranges must be disjoint (each work item
+    // owns its dk, dv rows); otherwise the caller takes the general path.
+    int64_t seen = 0, grouped = 0;
+    for (int64_t m = 0; m < m_rows; ++m) seen += mt[4 * m + 1] > 0 ? 1 : 0;
+    for (const auto& g : groups) grouped += int64_t(g.rows.size());
+    if (grouped != seen) return false;
+    for (size_t i = 1; i < groups.size(); ++i)
+        if (groups[i - 1].begin + groups[i - 1].len > groups[i].begin) return false;
+
+    back_io io{q.host<const float>(),     k.host<const float>(), v.host<const float>(), out.host<const float>(),
+               d_out.host<const float>(), dq.host<float>(),      dk.host<float>(),      dv.host<float>()};
+    // Rows that see nothing get dq = 0; slots no group covers get dk = dv = 0.
+    for (int64_t m = 0; m < m_rows; ++m)
+        if (mt[4 * m + 1] <= 0) std::fill(io.dq + m * H.hq * H.d, io.dq + (m + 1) * H.hq * H.d, 0.f);
+    int64_t next = 0;
+    auto clear = [&](int64_t s0, int64_t s1) {
+        std::fill(io.dk + s0 * H.stride, io.dk + s1 * H.stride, 0.f);
+        std::fill(io.dv + s0 * H.stride, io.dv + s1 * H.stride, 0.f);
+    };
+    for (const auto& g : groups) clear(next, g.begin), next = g.begin + g.len;
+    clear(next, n_slots);
+
+    const int64_t items = int64_t(groups.size()) * H.hkv;
+    pool.parallel_for(items, 1, [&](int64_t b, int64_t e) {
+        std::vector<float> scratch;
+        for (int64_t i = b; i < e; ++i) backward_group(H, io, groups[size_t(i / H.hkv)], i % H.hkv, scratch);
+    });
+    return true;
+}
+
+}  // namespace tandem::cpu
