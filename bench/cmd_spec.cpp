@@ -1,6 +1,10 @@
 // `tandem-bench spec`: speculative decoding on the real pair (stories260K target, llama2xs draft, greedy): mean
 // tokens per target pass (accepted + 1) for each drafting strategy, over prompts from the TinyStories sample.
-// The same measurement and CSV columns as bench/spec_acceptance.cpp, which it replaces.
+// The same measurement and CSV columns as bench/spec_acceptance.cpp, which it replaces. --held-out takes the prompts
+// from the text's tail only (the validation split of `tandem finetune --val-split`), and --draft-lora /
+// --target-lora apply adapters, so a distilled draft is measured on prompts it was not trained on.
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -8,6 +12,8 @@
 #include "backends/backend.h"
 #include "bench/bench.h"
 #include "bench/report.h"
+#include "engine/error.h"
+#include "engine/lora.h"
 #include "engine/speculative.h"
 
 namespace tandem::bench {
@@ -17,7 +23,35 @@ namespace {
 struct spec_options {
     int prompts = 40, tokens = 96;
     std::string backend = "cpu", models = TANDEM_MODELS_DIR, out;
+    double held_out = 0;
+    std::vector<std::string> draft_loras, target_loras;
 };
+
+// Applies FILE[:SCALE] adapters to m (a ':' followed by something that is not a number belongs to the path).
+void add_loras(model& m, const std::vector<std::string>& args) {
+    for (const auto& arg : args) {
+        std::string path = arg;
+        float scale = 1.f;
+        const size_t colon = arg.rfind(':');
+        if (colon != std::string::npos && colon > 0 && colon + 1 < arg.size()) {
+            char* end = nullptr;
+            const float v = std::strtof(arg.c_str() + colon + 1, &end);
+            if (*end == '\0' && std::isfinite(v)) path = arg.substr(0, colon), scale = v;
+        }
+        m.add_adapter(lora_adapter::load(path, m), scale);
+    }
+}
+
+// The byte offset where the last `fraction` of text's tokens starts (the split of `tandem finetune --val-split`:
+// the same tokenization and rounding), so that lines starting at or after it are held out from training.
+size_t held_out_start(const model& m, const std::string& text, double fraction) {
+    if (fraction <= 0) return 0;
+    const auto ids = m.tokenizer().encode(text, false);
+    const int64_t n = int64_t(ids.size());
+    const int64_t n_train = n - int64_t(double(n) * fraction);
+    // Decoding after BOS drops the dummy-prefix space, so the training tokens decode to a prefix of the text.
+    return m.tokenizer().decode(std::span(ids).first(size_t(n_train)), true).size();
+}
 
 std::string slurp(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -37,17 +71,28 @@ action add_spec(CLI::App& app) {
     cmd->add_option("--tokens", o->tokens, "Tokens generated per prompt")->capture_default_str();
     cmd->add_option("-b,--backend", o->backend, "Backend")->capture_default_str();
     cmd->add_option("--models", o->models, "Directory with the bundled models")->capture_default_str();
+    cmd->add_option("--held-out", o->held_out,
+                    "Take the prompts only from lines in the last FRACTION of the sample's tokens (what `tandem "
+                    "finetune --val-split FRACTION` holds out); 0 = from the start")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 0.99));
+    cmd->add_option("--draft-lora", o->draft_loras, "LoRA adapter FILE[:SCALE] applied to the draft (repeatable)");
+    cmd->add_option("--target-lora", o->target_loras, "LoRA adapter FILE[:SCALE] applied to the target (repeatable)");
     add_out_option(cmd, o->out);
     return [o] {
         report rep("spec");
         auto target = model::load(o->models + "/stories260K.gguf", make_backend(o->backend));
         auto draft = model::load(o->models + "/llama2xs_tinystories_279K.gguf", make_backend(o->backend));
-        // Prompts: the first 8 words of each sufficiently long line of the sample.
+        add_loras(*target, o->target_loras);
+        add_loras(*draft, o->draft_loras);
+        // Prompts: the first 8 words of each sufficiently long line of the sample (of its held-out tail).
         std::vector<std::vector<int32_t>> prompts;
-        std::istringstream in(slurp(o->models + "/tinystories_valid_head.txt"));
+        const std::string text = slurp(o->models + "/tinystories_valid_head.txt");
+        const size_t first = held_out_start(*target, text, o->held_out);
+        std::istringstream in(text);
         std::string line;
-        while (int(prompts.size()) < o->prompts && std::getline(in, line)) {
-            if (line.size() < 60) continue;
+        for (size_t at = 0; int(prompts.size()) < o->prompts && std::getline(in, line); at += line.size() + 1) {
+            if (at < first || line.size() < 60) continue;
             std::istringstream words(line);
             std::string word, p;
             for (int i = 0; i < 8 && words >> word; ++i) p += (i ? " " : "") + word;
@@ -88,6 +133,9 @@ action add_spec(CLI::App& app) {
             {"self (3 of 5 layers), chain 4", self, 4},
         };
         rep.meta()["backend"] = o->backend;
+        rep.meta()["held_out"] = o->held_out;
+        rep.meta()["draft_lora"] = o->draft_loras;
+        rep.meta()["target_lora"] = o->target_loras;
         auto& t = rep.add_table("spec",
                                 "Speculative decoding, greedy, " + std::to_string(prompts.size()) + " prompts x " +
                                     std::to_string(o->tokens) + " tokens",

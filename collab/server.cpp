@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "collab/log.h"
+#include "collab/topk_eval.h"
 #include "engine/error.h"
 #include "tandem/v1/collab.grpc.pb.h"
 
@@ -384,6 +385,45 @@ struct collab_server::impl final : v1::Collab::Service {
         return Status::OK;
     }
 
+    // Distillation: evaluated between batched passes in the evaluator's own KV cache; its positions count against
+    // the caller's KV quota while they are evaluated.
+    Status TopK(grpc::ServerContext* ctx, const v1::TopKRequest* req, v1::TopKResponse* resp) override {
+        std::string caller;
+        if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
+        if (Status st = admit(caller); !st.ok()) return reject(st);
+        const topk_limits lim{uint32_t(std::max(cfg.topk_max_sequences, 0)), uint32_t(std::max(cfg.topk_max_tokens, 0)),
+                              std::min(cfg.lim.max_prompt_tokens, uint32_t(capacity)),
+                              uint32_t(std::min(top_k_max, m.hparams().n_vocab)), uint32_t(cfg.max_message_bytes)};
+        if (Status st = check_topk_request(*req, m, cfg.model_id, lim); !st.ok()) return reject(st);
+        describe_topk(lim, m, resp);
+        int64_t n = 0;
+        for (const auto& s : req->sequences()) n += s.tokens_size();
+        if (n == 0) return Status::OK;
+        if (Status st = reserve_rows(caller, n); !st.ok()) return reject(st);
+        struct refund {
+            impl& p;
+            const std::string& caller;
+            int64_t n;
+            ~refund() { p.give_back(caller, 0, n); }
+        } give_back_rows{*this, caller, n};
+        try {
+            sched.exclusive([&](batch_verifier&) {
+                // The call may have waited for the model past its deadline: then nobody wants the answer.
+                if (ctx->IsCancelled()) return;
+                std::lock_guard lock(topk_mu);
+                if (!topk) topk = std::make_unique<topk_evaluator>(m);
+                topk->run(*req, resp);
+            });
+        } catch (...) {
+            return reject(status_of(std::current_exception()));
+        }
+        if (ctx->IsCancelled()) return {StatusCode::CANCELLED, "the TopK call was cancelled or passed its deadline"};
+        topk_requests.fetch_add(1);
+        topk_tokens.fetch_add(uint64_t(n));
+        emu.pass(resp->ByteSizeLong());
+        return Status::OK;
+    }
+
     Status Verify(grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) override {
         std::string caller;
         if (Status st = authenticate(ctx, &caller); !st.ok()) return reject(st);
@@ -572,6 +612,8 @@ struct collab_server::impl final : v1::Collab::Service {
         r.set_split_tokens(split_tokens.load());
         r.set_rows(st.rows);
         r.set_pass_seconds(st.pass_seconds);
+        r.set_topk_requests(topk_requests.load());
+        r.set_topk_tokens(topk_tokens.load());
         return r;
     }
 
@@ -621,6 +663,9 @@ struct collab_server::impl final : v1::Collab::Service {
     std::mutex callers_mu;
     std::map<std::string, caller_state> callers;
     std::atomic<uint64_t> sessions_total{0}, rejected{0}, split_forwards{0}, split_tokens{0};
+    std::mutex topk_mu;  // the evaluator is made on first use (most servers never distil)
+    std::unique_ptr<topk_evaluator> topk;
+    std::atomic<uint64_t> topk_requests{0}, topk_tokens{0};
     latency_window latency;
     std::unique_ptr<grpc::Server> server;
     int bound_port = 0;

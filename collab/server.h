@@ -2,7 +2,8 @@
 // sessions; their verify requests are batched by the scheduler into single target passes over a pooled KV
 // cache (engine/batch_verify.h). Every RPC checks the bearer token; a session belongs to the caller that
 // opened it; every size and index from the network is validated (collab/messages.h); each caller has its own
-// quota of sessions, KV rows and request rate (caller_limits). SECURITY.md has the threat model.
+// quota of sessions, KV rows and request rate (caller_limits). SECURITY.md has the threat model. The same service
+// answers distillation requests (TopK: the target's top-k at every position of token sequences, topk_eval.h).
 #pragma once
 
 #include <chrono>
@@ -52,6 +53,11 @@ struct server_config {
     std::chrono::seconds idle_timeout{600};
     std::chrono::seconds stats_interval{10};  // periodic counters in the log; 0 = off
     int32_t max_message_bytes = 1 << 20;
+    // Distillation (rpc TopK): sequences and positions per request. A sequence is also held to lim's prompt limit,
+    // top_k to top_k_max, and the reply to max_message_bytes; the positions count against the caller's
+    // max_kv_rows while they are evaluated.
+    int32_t topk_max_sequences = 256;
+    int32_t topk_max_tokens = 8192;
     net_emu_config emu;                       // delay added to every reply (tests, benchmarks)
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "engine/distill.h"
 #include "engine/error.h"
@@ -18,19 +19,32 @@ namespace {
 
 constexpr const char* ckpt_type = "tandem.lora_checkpoint";
 
-// A token stream cut into windows [i * T, min(n, i * T + T)).
+// Training or validation windows: spans of at most T tokens of `ids` (a text cut every T tokens, or one window per
+// generated text).
 struct windows {
-    std::span<const int32_t> ids;
+    std::vector<int32_t> ids;
+    std::vector<std::pair<int64_t, int32_t>> spans;  // (begin, length) in ids
     int32_t T = 0;
-    int64_t count() const { return (int64_t(ids.size()) + T - 1) / T; }
+    int64_t count() const { return int64_t(spans.size()); }
+    void add_stream(std::span<const int32_t> s) {
+        const int64_t at = int64_t(ids.size());
+        ids.insert(ids.end(), s.begin(), s.end());
+        for (int64_t b = 0; b < int64_t(s.size()); b += T)
+            spans.emplace_back(at + b, int32_t(std::min<int64_t>(T, int64_t(s.size()) - b)));
+    }
+    void add_window(std::span<const int32_t> a, std::span<const int32_t> b) {
+        spans.emplace_back(int64_t(ids.size()), int32_t(a.size() + b.size()));
+        ids.insert(ids.end(), a.begin(), a.end());
+        ids.insert(ids.end(), b.begin(), b.end());
+    }
 };
 
 // Fills sequence slot s of b with window w (or masks the slot when w < 0): inputs BOS + the window's first
 // T - 1 tokens, targets the window's tokens; rows past a short window's end are masked.
 void fill_window(train_batch& b, int32_t s, const windows& ws, int64_t w, int32_t bos) {
     const int32_t T = b.n_tok;
-    const int64_t begin = w < 0 ? 0 : w * T;
-    const int64_t len = w < 0 ? 0 : std::min<int64_t>(T, int64_t(ws.ids.size()) - begin);
+    const int64_t begin = w < 0 ? 0 : ws.spans[size_t(w)].first;
+    const int64_t len = w < 0 ? 0 : ws.spans[size_t(w)].second;
     for (int32_t t = 0; t < T; ++t) {
         const size_t r = size_t(s) * size_t(T) + size_t(t);
         b.tokens[r] = t == 0 || t > len ? bos : ws.ids[size_t(begin + t - 1)];
@@ -40,6 +54,49 @@ void fill_window(train_batch& b, int32_t s, const windows& ws, int64_t w, int32_
             b.target_p[r * size_t(b.k) + size_t(j)] = live && j == 0 ? 1.f : 0.f;
         }
     }
+}
+
+// Prompts for sequence-level distillation from the training tokens `ids` only: the first `words` words of every
+// line (a newline token followed by a non-newline one; also the very start) that has that many words, re-encoded
+// as a prompt is (dummy-prefix space), in a seeded order. A text without such lines falls back to every ctx-th
+// position. `n` prompts, cycling through the lines when there are fewer.
+std::vector<std::vector<int32_t>> distill_prompts(const model& m, std::span<const int32_t> ids, int32_t words,
+                                                  int32_t ctx, int32_t n, uint64_t seed) {
+    const tokenizer& tok = m.tokenizer();
+    std::vector<char> newline(size_t(m.hparams().n_vocab));
+    for (int32_t t = 0; t < int32_t(newline.size()); ++t)
+        newline[size_t(t)] = tok.token_to_piece(-1, t).find('\n') != std::string::npos;
+    // The first `words` words from position i on, within its line and within ids (the training part); "" if short.
+    auto prompt_at = [&](size_t i) {
+        std::string line;
+        for (size_t j = i; j < ids.size() && !newline[size_t(ids[j])] && line.size() < 512; ++j)
+            line += tok.token_to_piece(j == i ? tok.bos() : ids[j - 1], ids[j]);  // bos: no leading space
+        std::istringstream in(line);
+        std::string w, p;
+        int32_t got = 0;
+        while (got < words && in >> w) p += (got++ ? " " : "") + w;
+        return got == words ? p : std::string();  // (at the training part's end the last word may be cut short)
+    };
+    std::vector<std::string> found;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (newline[size_t(ids[i])] || (i > 0 && !newline[size_t(ids[i - 1])])) continue;
+        if (auto p = prompt_at(i); !p.empty()) found.push_back(std::move(p));
+    }
+    if (found.empty())
+        for (size_t i = 0; i < ids.size(); i += size_t(ctx))
+            if (auto p = prompt_at(i); !p.empty()) found.push_back(std::move(p));
+    if (found.empty())
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "the training part of the text holds no line of " +
+                                                     std::to_string(words) + " words to prompt the teacher with");
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 0x5851F42D4C957F2Dull);
+    std::shuffle(found.begin(), found.end(), rng);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int32_t i = 0; i < n; ++i) {
+        auto p = tok.encode(found[size_t(i) % found.size()], false);
+        if (int32_t(p.size()) >= ctx) p.resize(size_t(ctx - 1));  // leave room for at least one generated token
+        prompts.push_back(std::move(p));
+    }
+    return prompts;
 }
 
 train_batch make_batch(const windows& ws, std::span<const int64_t> which, int32_t B, int32_t bos) {
@@ -117,6 +174,13 @@ std::string targets_string(const std::vector<lora_target>& ts) {
     return s;
 }
 
+// What the training windows are made of, recorded in checkpoints (a resumed run must rebuild the same data).
+std::string data_description(const finetune_config& cfg) {
+    if (cfg.distill_generate <= 0) return "text";
+    return "generated " + std::to_string(cfg.distill_generate) + " temp " + std::to_string(cfg.distill_temp) +
+           " words " + std::to_string(cfg.distill_prompt_words) + (cfg.distill_keep_text ? " +text" : "");
+}
+
 // The training position a checkpoint records.
 struct position {
     int64_t step = 0;            // global steps done
@@ -138,6 +202,7 @@ void write_checkpoint(const std::string& path, const lora_adapter& a, const adam
     w.set_i32("tandem.checkpoint.ctx", cfg.ctx);
     w.set_i32("tandem.checkpoint.batch", cfg.batch);
     w.set_i64("tandem.checkpoint.data_tokens", n_tokens);
+    w.set_string("tandem.checkpoint.data", data_description(cfg));
     w.set_i64("tandem.checkpoint.step", pos.step);
     w.set_i32("tandem.checkpoint.epoch", pos.epoch);
     w.set_i64("tandem.checkpoint.batch_in_epoch", pos.batch_in_epoch);
@@ -183,6 +248,8 @@ position read_checkpoint(const std::string& path, const model& m, const finetune
     mismatch("batch", std::to_string(f.get("tandem.checkpoint.batch").as_int("batch")), std::to_string(cfg.batch));
     mismatch("a text of tokens", std::to_string(f.get("tandem.checkpoint.data_tokens").as_int("data")),
              std::to_string(n_tokens));
+    const auto* data = f.find("tandem.checkpoint.data");  // absent in checkpoints from before generated data
+    mismatch("training data", data ? data->as_string("data") : "text", data_description(cfg));
     a = lora_adapter::create(m, lc, cfg.seed);
     const auto params = a->parameters();
     const auto names = parameter_names(*a);
@@ -214,9 +281,9 @@ position read_checkpoint(const std::string& path, const model& m, const finetune
 
 }  // namespace
 
-finetune_result finetune(const model& m, std::string_view text, const finetune_config& cfg_in, teacher* t,
-                         const std::function<void(const finetune_progress&)>& progress) {
-    finetune_config cfg = cfg_in;
+namespace {
+
+void check_config(const model& m, const finetune_config& cfg, const teacher* t) {
     auto bad = [](const std::string& what) { throw error(TANDEM_ERR_INVALID_ARGUMENT, what); };
     if (cfg.ctx < 2) bad("--ctx must be at least 2 tokens");
     if (cfg.batch < 1) bad("--batch must be at least 1");
@@ -230,15 +297,71 @@ finetune_result finetune(const model& m, std::string_view text, const finetune_c
         if (cfg.distill_top_k < 1 || cfg.distill_top_k > std::min(m.hparams().n_vocab, top_k_max))
             bad("--distill-top-k must be in [1, " + std::to_string(std::min(m.hparams().n_vocab, top_k_max)) + "]");
     }
+    if (cfg.distill_generate < 0) bad("--distill-generate must be >= 0");
+    if (cfg.distill_generate > 0 && !t) bad("--distill-generate needs a teacher (--distill-from) to write the texts");
+    if (!(cfg.distill_temp >= 0)) bad("--distill-temp must be >= 0");
+    if (cfg.distill_prompt_words < 1) bad("distillation prompts need at least one word");
+}
+
+// The tokens before the validation split.
+std::span<const int32_t> training_part(std::span<const int32_t> ids, double val_split) {
+    const int64_t n = int64_t(ids.size());
+    return ids.first(size_t(n - int64_t(double(n) * val_split)));
+}
+
+distill_texts make_distill_texts(const model& m, std::span<const int32_t> train_ids, const finetune_config& cfg,
+                                 teacher& t) {
+    distill_texts d;
+    if (cfg.distill_generate <= 0) return d;
+    d.prompts = distill_prompts(m, train_ids, cfg.distill_prompt_words, cfg.ctx, cfg.distill_generate, cfg.seed);
+    size_t shortest = d.prompts[0].size();
+    for (const auto& p : d.prompts) shortest = std::min(shortest, p.size());
+    teacher_generation g;
+    g.n_new = cfg.ctx - int32_t(shortest);
+    g.temperature = cfg.distill_temp;
+    g.seed = cfg.seed;
+    g.bos = m.tokenizer().bos(), g.eos = m.tokenizer().eos();
+    d.continuations = t.generate(d.prompts, g);
+    for (size_t i = 0; i < d.prompts.size(); ++i)  // each text fills one window of ctx tokens
+        d.continuations[i].resize(std::min(d.continuations[i].size(), size_t(cfg.ctx) - d.prompts[i].size()));
+    return d;
+}
+
+}  // namespace
+
+distill_texts generate_distill_texts(const model& m, std::string_view text, const finetune_config& cfg, teacher& t) {
+    check_config(m, cfg, &t);
+    const auto ids = m.tokenizer().encode(text, false);
+    return make_distill_texts(m, training_part(ids, cfg.val_split), cfg, t);
+}
+
+finetune_result finetune(const model& m, std::string_view text, const finetune_config& cfg_in, teacher* t,
+                         const std::function<void(const finetune_progress&)>& progress) {
+    finetune_config cfg = cfg_in;
+    auto bad = [](const std::string& what) { throw error(TANDEM_ERR_INVALID_ARGUMENT, what); };
+    check_config(m, cfg, t);
     require_training_support(m);
 
     const auto ids = m.tokenizer().encode(text, false);
     const int64_t n = int64_t(ids.size());
-    const int64_t n_val = int64_t(double(n) * cfg.val_split);
-    const windows train{std::span(ids).first(size_t(n - n_val)), cfg.ctx};
-    const windows val{std::span(ids).subspan(size_t(n - n_val)), cfg.ctx};
-    if (train.ids.size() < 2) bad("the text is too short to train on (" + std::to_string(n) + " tokens)");
+    const auto train_part = training_part(ids, cfg.val_split);
+    windows train{{}, {}, cfg.ctx}, val{{}, {}, cfg.ctx};
+    val.add_stream(std::span(ids).subspan(train_part.size()));
+    if (train_part.size() < 2) bad("the text is too short to train on (" + std::to_string(n) + " tokens)");
     if (cfg.val_split > 0 && val.ids.empty()) bad("the validation split holds no tokens; use more text");
+    finetune_result res;
+    if (cfg.distill_generate > 0) {
+        const auto g0 = std::chrono::steady_clock::now();
+        const distill_texts d = make_distill_texts(m, train_part, cfg, *t);
+        res.generate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count();
+        for (size_t i = 0; i < d.prompts.size(); ++i) {
+            train.add_window(d.prompts[i], d.continuations[i]);
+            res.generated_tokens += int64_t(d.continuations[i].size());
+        }
+        if (cfg.distill_keep_text) train.add_stream(train_part);
+    } else {
+        train.add_stream(train_part);
+    }
     const int32_t bos = m.tokenizer().bos();
     const int32_t B = cfg.batch;
     const int64_t per_epoch = (train.count() + B - 1) / B;
@@ -246,7 +369,6 @@ finetune_result finetune(const model& m, std::string_view text, const finetune_c
     if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
     cfg.opt.total_steps = total;
 
-    finetune_result res;
     res.train_tokens = int64_t(train.ids.size());
     res.val_tokens = int64_t(val.ids.size());
     std::unique_ptr<adamw_optimizer> opt;

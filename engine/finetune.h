@@ -3,7 +3,8 @@
 // windows, in a shuffled order per epoch. Each window is evaluated as in the perplexity protocol: the model sees
 // BOS + the window's first ctx - 1 tokens and is scored on all ctx of them (a short last window is masked).
 // Validation loss (mean NLL per token) is measured before training and after every epoch. With a teacher
-// (distillation) the targets are the teacher's top-k distributions and the validation KL is reported as well.
+// (distillation) the targets are the teacher's top-k distributions and the validation KL is reported as well;
+// with distill_generate the training windows are texts the teacher writes from prompts of the training part.
 // Checkpoints hold the adapter, the AdamW moments and the position in the data, so a resumed run continues
 // exactly where it stopped (the same parameters as an uninterrupted run).
 #pragma once
@@ -39,6 +40,16 @@ struct finetune_config {
     int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
     std::string resume_path;       // continue from this checkpoint
     int32_t distill_top_k = 16;    // teacher entries per row when distilling
+    // Sequence-level distillation (needs a teacher): > 0 replaces the text's training windows by distill_generate
+    // texts the teacher writes. Each starts from a prompt taken from the TRAINING part of the text (the first
+    // distill_prompt_words words of a line, as `tandem-bench spec` prompts are; the held-out tail is never read) and
+    // is continued by the teacher (teacher::generate, seeded by `seed`) until the window holds ctx tokens; the
+    // student then trains on the teacher's top-k over those texts. Prompts are drawn without repetition in a
+    // seeded order, and reused only when there are more texts than lines.
+    int32_t distill_generate = 0;
+    float distill_temp = 0.f;           // 0: greedy continuations; > 0: sampled at this temperature (top-40)
+    int32_t distill_prompt_words = 8;
+    bool distill_keep_text = false;     // train on the text's windows as well as the generated ones
     int64_t stop_after = 0;        // > 0: stop this invocation at this global step (an interruption; for tests)
 };
 
@@ -60,11 +71,21 @@ struct finetune_result {
     double val_kl_after = std::numeric_limits<double>::quiet_NaN();
     int64_t steps = 0;  // global steps done
     int64_t train_tokens = 0, val_tokens = 0;
+    int64_t generated_tokens = 0;  // tokens the teacher wrote (distill_generate), prompts excluded
+    double generate_seconds = 0;
     int64_t tokens_trained = 0;  // scored tokens trained on in this invocation
     double seconds = 0;          // training time of this invocation (validation excluded)
     double last_loss = 0;
     std::unique_ptr<lora_adapter> adapter;
 };
+
+// The data finetune() trains on when cfg.distill_generate > 0: the prompts, taken from the training part of `text`
+// (the part before the validation split), and the teacher's continuations of them (empty without
+// distill_generate). Throws tandem::error as finetune() does for bad options.
+struct distill_texts {
+    std::vector<std::vector<int32_t>> prompts, continuations;  // token ids, no BOS
+};
+distill_texts generate_distill_texts(const model& m, std::string_view text, const finetune_config& cfg, teacher& t);
 
 // Trains an adapter for m (which must have no adapters applied). t: the teacher for distillation, or nullptr.
 // Throws tandem::error naming the problem (text too short, bad option, checkpoint mismatch, unsupported op).

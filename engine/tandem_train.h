@@ -11,6 +11,24 @@
 extern "C" {
 #endif
 
+/* A distillation teacher supplied by the embedder, used instead of distill_from: e.g. the CLI's
+ * --distill-server, which fetches the targets from a `tandem serve` over the network (the engine library itself
+ * does not talk to the network). Each callback returns TANDEM_OK, or a status and a NUL-terminated message written
+ * to msg (at most msg_cap bytes): fine-tuning then stops with that status and message (checkpoints already written
+ * keep the progress). */
+typedef struct tandem_teacher {
+    void* user;
+    /* Called once before any top_k with the student's vocabulary (its size and tokenizer fingerprint): the teacher
+     * connects if it has to, and refuses another vocabulary than its own. May be NULL. */
+    tandem_status (*bind)(void* user, int32_t n_vocab, uint64_t vocab_fingerprint, char* msg, size_t msg_cap);
+    /* tokens: n_seq sequences of n_tok token ids each (row t of a sequence at position t, BOS first). For every row
+     * r < n_seq * n_tok writes ids[r * k + j] and p[r * k + j], j < k: the teacher's k most likely next tokens after
+     * the row's prefix within its sequence (ids in [0, n_vocab)) and their probabilities, a softmax over those k
+     * logits (summing to 1). Rows of a sequence the trainer masks (padding) may be left at zeros. */
+    tandem_status (*top_k)(void* user, const int32_t* tokens, int32_t n_seq, int32_t n_tok, int32_t k, int32_t* ids,
+                           float* p, char* msg, size_t msg_cap);
+} tandem_teacher;
+
 typedef struct tandem_finetune_params {
     const char* model_path;     /* the GGUF model to adapt (its weights stay frozen) */
     const char* backend;        /* NULL = "cpu" */
@@ -35,6 +53,10 @@ typedef struct tandem_finetune_params {
     const char* resume_path;    /* continue from this checkpoint; NULL = start fresh */
     const char* distill_from;   /* teacher GGUF (same vocabulary) loaded on the same backend; NULL = plain LM loss */
     int32_t distill_top_k;      /* teacher top-k entries per position */
+    const tandem_teacher* teacher; /* an embedder's teacher (not with distill_from); NULL = none */
+    int32_t distill_generate;   /* > 0: train on this many texts the teacher writes, continuing prompts (first 8 words
+                                 * of lines) from the training part of the text, instead of on the text; 0 = off */
+    float distill_temp;         /* temperature of those continuations; 0 = greedy */
 } tandem_finetune_params;
 
 /* rank 8, alpha 16, q,k,v,o, lr 1e-3 cosine, no warm-up, no weight decay, clip 1, 1 epoch, ctx 128, batch 8,
@@ -62,6 +84,8 @@ typedef struct tandem_finetune_result {
     double tokens_per_s;
     double last_loss;
     int64_t n_params;                       /* trainable adapter parameters */
+    int64_t generated_tokens;               /* distill_generate: tokens the teacher wrote (prompts excluded) */
+    double generate_seconds;                /* and the time it took */
 } tandem_finetune_result;
 
 /* Fine-tunes on `text` (len bytes of UTF-8). progress may be NULL. */

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include "backends/backend.h"
 #include "engine/distill.h"
@@ -19,6 +20,7 @@
 #include "engine/lora.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
+#include "engine/session.h"
 #include "engine/train_graph.h"
 #include "tests/common/test_util.h"
 
@@ -404,6 +406,101 @@ TEST(finetune, resume_reproduces_an_uninterrupted_run) {
     std::filesystem::remove_all(dir);
 }
 
+// A teacher that offers only top_k, so generate() runs the interface's default (no KV cache).
+class top_k_only_teacher : public teacher {
+ public:
+    explicit top_k_only_teacher(teacher& t) : t_(t) {}
+    int32_t n_vocab() const override { return t_.n_vocab(); }
+    uint64_t vocab_fingerprint() const override { return t_.vocab_fingerprint(); }
+    void top_k(const train_batch& b, int32_t k, std::vector<int32_t>& ids, std::vector<float>& p) override {
+        t_.top_k(b, k, ids, p);
+    }
+
+ private:
+    teacher& t_;
+};
+
+// Sequence-level distillation data (--distill-generate): the texts are the teacher's own greedy continuations of
+// prompts from the training part, the same with the KV-cache and the top-k-only paths, reproducible from the seed,
+// and no prompt ever comes from the held-out tail.
+TEST(finetune, distill_generate_texts_come_from_the_teacher_and_the_training_part) {
+    auto student = model::load(test::model_path("llama2xs_tinystories_279K.gguf"), make_backend("cpu_ref"));
+    auto teacher_model = load_stories("cpu_ref");  // cpu_ref: a row's logits do not depend on the batch around it
+    local_teacher t(*teacher_model);
+    const tokenizer& tok = student->tokenizer();
+    // The held-out tail: lines that start with a word the training part never holds.
+    std::string tail;
+    for (int i = 0; i < 12; ++i) tail += "Xylophones played a happy song for the little dog number " + std::to_string(i) + ".\n";
+    const std::string head = sample_text().substr(0, 2500);
+    const std::string text = head + "\n" + tail;
+    finetune_config c;
+    c.ctx = 20, c.seed = 5, c.distill_generate = 4;
+    const int64_t n = int64_t(tok.encode(text, false).size());
+    c.val_split = double(tok.encode(tail, false).size() + 2) / double(n);  // the tail and a little more held out
+
+    const distill_texts d = generate_distill_texts(*student, text, c, t);
+    ASSERT_EQ(d.prompts.size(), 4u);
+    ASSERT_EQ(d.continuations.size(), 4u);
+    for (size_t i = 0; i < d.prompts.size(); ++i) {
+        const std::string prompt = tok.decode(d.prompts[i]);
+        EXPECT_NE(head.find(prompt), std::string::npos) << prompt;  // a line's first 8 words, from the head
+        EXPECT_EQ(std::count(prompt.begin(), prompt.end(), ' '), 7) << prompt;
+        ASSERT_FALSE(d.continuations[i].empty());
+        EXPECT_LE(d.prompts[i].size() + d.continuations[i].size(), size_t(c.ctx));
+        // The teacher's greedy decoding after BOS + prompt, token for token (until the window is full or it ends
+        // the story).
+        sampling_params greedy;
+        greedy.temperature = 0;
+        session s(*teacher_model, greedy, 64);
+        std::vector<int32_t> fed{tok.bos()};
+        fed.insert(fed.end(), d.prompts[i].begin(), d.prompts[i].end());
+        s.feed(fed);
+        for (size_t j = 0; j < d.continuations[i].size(); ++j) EXPECT_EQ(s.step(), d.continuations[i][j]) << i << "," << j;
+        if (d.prompts[i].size() + d.continuations[i].size() < size_t(c.ctx)) {
+            const int32_t next = s.step();
+            EXPECT_TRUE(next == tok.bos() || next == tok.eos()) << next;
+        }
+    }
+    EXPECT_NE(d.prompts[0], d.prompts[1]);  // distinct lines while there are enough
+
+    // Reproducible, and the same without the KV cache; sampled texts follow the seed.
+    EXPECT_EQ(generate_distill_texts(*student, text, c, t).continuations, d.continuations);
+    top_k_only_teacher slow(t);
+    finetune_config hot = c;
+    hot.distill_temp = 0.9f;
+    const auto a = generate_distill_texts(*student, text, hot, t);
+    EXPECT_EQ(generate_distill_texts(*student, text, hot, slow).continuations, a.continuations);
+    EXPECT_EQ(generate_distill_texts(*student, text, c, slow).continuations, d.continuations);
+    EXPECT_NE(a.continuations, d.continuations);
+    hot.seed = 6;
+    EXPECT_NE(generate_distill_texts(*student, text, hot, t).continuations, a.continuations);
+
+    // More texts than training lines: every line is used (so a held-out line would show), none from the tail.
+    finetune_config many = c;
+    many.ctx = 12, many.distill_generate = 80;
+    std::set<std::vector<int32_t>> lines;
+    for (const auto& p : generate_distill_texts(*student, text, many, t).prompts) {
+        EXPECT_EQ(tok.decode(p).find("Xylophones"), std::string::npos);
+        lines.insert(p);
+    }
+    EXPECT_GT(lines.size(), 8u);
+    EXPECT_LT(lines.size(), 80u);  // the head has fewer lines than that: prompts were reused
+
+    // finetune() trains on exactly those texts; a teacher is required.
+    std::string why;
+    if (!can_train(*student, why)) GTEST_SKIP() << why;
+    c.batch = 2, c.max_steps = 1;
+    const auto r = finetune(*student, text, c, &t);
+    int64_t written = 0, window_tokens = 0;
+    for (size_t i = 0; i < d.prompts.size(); ++i) {
+        written += int64_t(d.continuations[i].size());
+        window_tokens += int64_t(d.prompts[i].size() + d.continuations[i].size());
+    }
+    EXPECT_EQ(r.generated_tokens, written);
+    EXPECT_EQ(r.train_tokens, window_tokens);
+    EXPECT_THROW(finetune(*student, text, c, nullptr), error);
+}
+
 std::pair<int, std::string> run_cli(const std::string& args) {
     const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
@@ -443,7 +540,8 @@ TEST(finetune, cli_writes_a_loadable_adapter) {
     const auto [hcode, help] = run_cli("finetune --help");
     EXPECT_EQ(hcode, 0);
     for (const char* opt : {"--rank", "--alpha", "--targets", "--lr", "--epochs", "--ctx", "--batch", "--backend",
-                            "--val-split", "--checkpoint", "--resume", "--distill-from", "--distill-top-k"})
+                            "--val-split", "--checkpoint", "--resume", "--distill-from", "--distill-top-k",
+                            "--distill-generate", "--distill-temp"})
         EXPECT_NE(help.find(opt), std::string::npos) << opt;
     std::filesystem::remove_all(dir);
 }
