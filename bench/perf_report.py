@@ -6,7 +6,7 @@ there with the machine, the date, the exact commands and every table, each figur
   python3 bench/perf_report.py [--quick] [--build build] [--out bench/results/<date>] [--only model,verify]
 
 Steps (in this order): limits, stream (bench/stream_check.py, when likwid-bench is installed), ops, model (synthetic 110m and tinyllama-1.1b, Q4_0 and Q8_0), verify, spec,
-collab delay, collab load (stories260K and a synthetic 110m F32 target), peers (bench/peers/run.sh). A step that
+collab delay, collab load (stories260K and a synthetic 110m F32 target), train (stories260K, 110m), peers (bench/peers/run.sh). A step that
 fails is reported as failed in PERFORMANCE.md with its log, and the script exits 1 after the others have run.
 --quick shrinks every step (fewer repeats, sizes and prompts) for a check of the pipeline, not for figures.
 PERFORMANCE.md links plots relative to the repository root, so its text can be pasted into README.md as it is.
@@ -83,6 +83,21 @@ def steps(quick, cache_dir):
          ["collab", "load", "--shape", "110m", "--type", "f32"] + (["--edges", "1,4", "--seconds", "1"] if q else []),
          "Server throughput against concurrent synthetic edges, synthetic 110m F32 target, with the batched "
          "pass's roofline bound."),
+        ("train-stories260k", "LoRA training",
+         ["train", "-m", "models/stories260K.gguf", "-b", "cpu,opencl,vulkan", "-t", all_threads, "--rank", "8",
+          "--targets", "q,v"] + (["--ctx", "32", "--batch", "2", "--steps", "1"] if q else
+                                 ["--ctx", "128", "--batch", "8", "--steps", "4"]),
+         "LoRA training tokens/s (rank 8, q/v) on stories260K per backend, against the FMA peak and read bandwidth "
+         "of the same run."),
+        ("train-110m", "LoRA training",
+         ["train", "--shape", "110m", "--type", "f32", "-b", "cpu", "-t", all_threads, "--rank", "8", "--targets",
+          "q,v"] + (["--ctx", "32", "--batch", "1", "--steps", "1"] if q else
+                    ["--ctx", "128", "--batch", "4", "--steps", "2"]),
+         "LoRA training tokens/s (rank 8, q/v) on the synthetic 110m shape, cpu backend."),
+        ("train-110m-gpu", "LoRA training",
+         ["train", "--shape", "110m", "--type", "f32", "-b", "opencl,vulkan", "-t", all_threads, "--rank", "8",
+          "--targets", "q,v", "--ctx", "32" if q else "64", "--batch", "1", "--steps", "1"],
+         "The same on opencl (PoCL) and vulkan (lavapipe), one window of 64 tokens per step."),
         ("peers", "Tandem next to llama.cpp",
          None, "llama.cpp (llama-cpp-python, CPU build) and Tandem on the same GGUF files and thread counts."),
     ]
