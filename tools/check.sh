@@ -38,7 +38,7 @@ if [ "$tsan" = 1 ]; then
   # ThreadSanitizer on the multi-threaded collaboration layer (server, scheduler, edges, HTTP API).
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_SANITIZE_THREAD=ON \
     -DTANDEM_OPENCL=OFF -DTANDEM_VULKAN=OFF >/dev/null
-  cmake --build build-tsan -j "$jobs" --target test_collab test_collab_http test_collab_faults test_collab_security tandem_cli
+  cmake --build build-tsan -j "$jobs" --target test_collab test_collab_http test_collab_faults test_collab_security test_collab_distill tandem_cli
   OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" ctest --test-dir build-tsan \
     -R "^(collab_|http_loopback|chat_template)" --output-on-failure --timeout 900
   exit 0
