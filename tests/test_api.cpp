@@ -79,17 +79,7 @@ TEST(api, errors_are_statuses_with_messages) {
     EXPECT_STREQ(tandem_status_name(TANDEM_ERR_CONTEXT_FULL), "context full");
 }
 
-// Runs the CLI; returns exit code and captured stdout+stderr.
-std::pair<int, std::string> run_cli(const std::string& args) {
-    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    const int st = pclose(p);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using tandem::test::run_cli;
 
 TEST(cli, help_lists_every_subcommand_and_option) {
     auto [code, out] = run_cli("--help");

@@ -337,16 +337,7 @@ TEST(collab_distill, finetune_step_matches_the_local_teacher) {
     EXPECT_NE(refused.error.find("invalid bearer token"), std::string::npos) << refused.error;
 }
 
-std::pair<int, std::string> run_cli(const std::string& args) {
-    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    const int st = pclose(p);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using tandem::test::run_cli;
 
 // `tandem finetune --distill-server`: the options in --help, exclusive with --distill-from, and a short run.
 TEST(collab_distill, cli_distills_from_a_server) {

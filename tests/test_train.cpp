@@ -501,16 +501,7 @@ TEST(finetune, distill_generate_texts_come_from_the_teacher_and_the_training_par
     EXPECT_THROW(finetune(*student, text, c, nullptr), error);
 }
 
-std::pair<int, std::string> run_cli(const std::string& args) {
-    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    const int st = pclose(p);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using tandem::test::run_cli;
 
 // `tandem finetune` for a few steps writes an adapter our loader reads back.
 TEST(finetune, cli_writes_a_loadable_adapter) {

@@ -2,9 +2,12 @@
 #include "tests/common/test_util.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -137,5 +140,19 @@ uint64_t test_seed() {
     if (const char* s = std::getenv("TANDEM_TEST_SEED")) return std::strtoull(s, nullptr, 10);
     return 20261122;
 }
+
+
+#ifdef TANDEM_CLI_PATH
+std::pair<int, std::string> run_cli(const std::string& args) {
+    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+    const int st = pclose(p);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+#endif
 
 }  // namespace tandem::test

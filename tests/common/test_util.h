@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <memory>
@@ -14,6 +15,9 @@ class backend;
 }
 
 namespace tandem::test {
+
+// Runs the tandem CLI (TANDEM_CLI_PATH) with `args` through the shell; returns its exit code and stdout+stderr.
+std::pair<int, std::string> run_cli(const std::string& args);
 
 // Absolute path of a file in the repository's models/ directory.
 std::string model_path(const std::string& name);
