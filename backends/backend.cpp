@@ -4,10 +4,45 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 
 #include "engine/error.h"
 
 namespace tandem {
+
+void buffer::attach_layout(const tensor& t, std::shared_ptr<const derived_layout> l) {
+    TANDEM_ASSERT(t.buf == this && l != nullptr);
+    std::unique_lock lock(layouts_mu_);
+    auto [first, last] = layouts_.equal_range(t.offset);
+    for (auto it = first; it != last; ++it) {
+        if (it->second.type == t.type && it->second.ne == t.ne) {
+            it->second.layout = std::move(l);
+            return;
+        }
+    }
+    layouts_.emplace(t.offset, layout_entry{t.nbytes(), t.type, t.ne, std::move(l)});
+}
+
+std::shared_ptr<const derived_layout> buffer::layout(const tensor& t) const {
+    std::shared_lock lock(layouts_mu_);
+    auto [first, last] = layouts_.equal_range(t.offset);
+    for (auto it = first; it != last; ++it) {
+        if (it->second.type == t.type && it->second.ne == t.ne) return it->second.layout;
+    }
+    return nullptr;
+}
+
+void buffer::drop_layouts(size_t offset, size_t bytes) {
+    {
+        std::shared_lock lock(layouts_mu_);
+        if (layouts_.empty()) return;
+    }
+    std::unique_lock lock(layouts_mu_);
+    for (auto it = layouts_.begin(); it != layouts_.end();) {
+        const bool overlaps = it->first < offset + bytes && offset < it->first + it->second.bytes;
+        it = overlaps ? layouts_.erase(it) : std::next(it);
+    }
+}
 
 tensor tensor::rows(int64_t first, int64_t count) const {
     TANDEM_ASSERT(first >= 0 && count >= 0 && first + count <= nrows());

@@ -10,13 +10,23 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "engine/types.h"
 
 namespace tandem {
+
+struct tensor;
+
+// A layout a backend derived from a constant weight (backend::prepare_weight), e.g. its rows interleaved for the
+// device's dot-product instructions. Subclassed privately by each backend; owned by the weight's buffer.
+struct derived_layout {
+    virtual ~derived_layout() = default;
+};
 
 // Device memory owned by one backend.
 class buffer {
@@ -25,6 +35,23 @@ class buffer {
     virtual size_t size() const = 0;
     // Host address of the memory when the host can address it directly (CPU backends); else nullptr.
     virtual void* host_ptr() { return nullptr; }
+
+    // Derived layouts of tensors in this buffer, found by the tensor's offset, type and shape (thread-safe).
+    void attach_layout(const tensor& t, std::shared_ptr<const derived_layout> l);
+    std::shared_ptr<const derived_layout> layout(const tensor& t) const;
+    // Forgets the layouts of tensors overlapping [offset, offset + bytes): every backend's upload calls it, so a
+    // layout never outlives the bytes it was derived from.
+    void drop_layouts(size_t offset, size_t bytes);
+
+   private:
+    struct layout_entry {
+        size_t bytes;
+        dtype type;
+        std::array<int64_t, 4> ne;
+        std::shared_ptr<const derived_layout> layout;
+    };
+    mutable std::shared_mutex layouts_mu_;
+    std::multimap<size_t, layout_entry> layouts_;  // by offset
 };
 
 // A typed, contiguous view into a buffer. Does not own memory.
@@ -124,6 +151,17 @@ class backend {
     // Waits for every enqueued op, then copies.
     virtual void download(const buffer& src, size_t offset, void* dst, size_t bytes) = 0;
     virtual void synchronize() {}
+
+    // ---- constant weights ----
+    // Declares w (a matmul weight) constant for as long as its buffer lives, so that the backend may derive a
+    // faster layout of it, kept with the buffer (the cpu backend interleaves Q8_0/Q4_0 rows in groups of 16 for
+    // its int8 dot products). w's own bytes stay valid and unchanged, and other ops (get_rows, matmul_t) go on
+    // reading them. Returns true when matmul will no longer read w's own bytes (the caller may let the OS drop
+    // those pages). Default: nothing to derive.
+    virtual bool prepare_weight(const tensor& w) {
+        (void)w;
+        return false;
+    }
 
     // ---- ops (out never aliases an input unless stated) ----
     // out[m] = table[ids[m]] converted to f32. table {K, R} f32/f16/quant; ids i32 {M}; out f32 {K, M}.

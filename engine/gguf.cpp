@@ -292,6 +292,17 @@ gguf_file gguf_file::open(const std::string& path) {
     return f;
 }
 
+size_t gguf_file::release_pages(const uint8_t* p, size_t bytes) const {
+    if (!map_ || map_->addr == nullptr || p < base_ || bytes > size_ || p - base_ > std::ptrdiff_t(size_ - bytes))
+        return 0;
+    const auto page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (uintptr_t(p) + page - 1) / page * page, last = (uintptr_t(p) + bytes) / page * page;
+    if (last <= first) return 0;
+    // Private and never written: the pages go back to the page cache, and a later read faults them in again.
+    if (madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) != 0) return 0;
+    return last - first;
+}
+
 gguf_file gguf_file::parse(const uint8_t* data, size_t size, std::string name) {
     gguf_file f;
     f.path_ = std::move(name);

@@ -79,6 +79,9 @@ class gguf_file {
     const uint8_t* tensor_data(const gguf_tensor_info& t) const { return data_ + t.offset; }
 
     const uint8_t* data_section() const { return data_; }
+    // Lets the OS drop the pages wholly inside [p, p + bytes) of a file mapping (they are read back from the file
+    // if touched again); nothing for a file parsed from memory. Returns the bytes released.
+    size_t release_pages(const uint8_t* p, size_t bytes) const;
     size_t data_section_size() const { return data_size_; }
     size_t file_size() const { return size_; }
 

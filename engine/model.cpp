@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include "engine/error.h"
@@ -130,6 +131,21 @@ void model::load_tensors() {
         l.w_gate = get(p + "ffn_gate.weight", {e, ff}, true);
         l.w_down = get(p + "ffn_down.weight", {ff, e}, true);
         l.w_up = get(p + "ffn_up.weight", {e, ff}, true);
+    }
+    prepare_weights();
+}
+
+void model::prepare_weights() {
+    // TANDEM_PREPARE_WEIGHTS=0 keeps every weight in the file's layout (for comparisons and debugging).
+    if (const char* env = std::getenv("TANDEM_PREPARE_WEIGHTS"); env != nullptr && std::string(env) == "0") return;
+    std::vector<const tensor*> ws = {&output_};
+    for (const auto& l : layers_) {
+        for (const tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up}) ws.push_back(t);
+    }
+    for (const tensor* t : ws) {
+        // The backend's own copy replaces the file's bytes for matmul: let the OS drop those pages (read back from
+        // the file if get_rows or a backward pass touches them), so memory does not double.
+        if (be_->prepare_weight(*t)) file_.release_pages(file_.data_section() + t->offset, t->nbytes());
     }
 }
 

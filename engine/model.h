@@ -72,6 +72,8 @@ class model {
     model(gguf_file f, std::unique_ptr<backend> be);
     void load_hparams();
     void load_tensors();
+    // Offers every matmul weight to backend::prepare_weight (after load_tensors).
+    void prepare_weights();
 
     gguf_file file_;
     std::unique_ptr<backend> be_;

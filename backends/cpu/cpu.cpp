@@ -148,8 +148,19 @@ class cpu_backend final : public host_memory_backend {
         });
     }
 
+    // Q8_0 / Q4_0 weights get their rows interleaved in groups of 16 (cpu_matmul_packed.cpp) on the AVX512-VNNI
+    // path; the copy replaces the original for matmul only.
+    bool prepare_weight(const tensor& w) override {
+        if (w.buf == nullptr) return false;
+        auto l = cpu::pack_quant(*pool_, w);
+        if (!l) return false;
+        w.buf->attach_layout(w, std::move(l));
+        return true;
+    }
+
     void matmul(const tensor& w, const tensor& x, const tensor& out) override {
         checks::matmul(w, x, out);
+        if (auto l = w.buf->layout(w); l && cpu::matmul_packed(*pool_, *l, x, out)) return;
         if (cpu::quant_supported(w.type)) return cpu::matmul_quant(*pool_, w, x, out);
         cpu::matmul(*pool_, w, x, out);
     }

@@ -28,6 +28,7 @@ std::unique_ptr<buffer> host_memory_backend::wrap_host(const void* data, size_t 
 
 void host_memory_backend::upload(buffer& dst, size_t offset, const void* src, size_t bytes) {
     TANDEM_ASSERT(offset <= dst.size() && bytes <= dst.size() - offset);
+    dst.drop_layouts(offset, bytes);
     std::memcpy(static_cast<char*>(dst.host_ptr()) + offset, src, bytes);
 }
 

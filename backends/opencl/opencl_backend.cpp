@@ -161,6 +161,7 @@ std::unique_ptr<buffer> opencl_backend::wrap_host(const void* data, size_t bytes
 void opencl_backend::upload(buffer& dst, size_t offset, const void* src, size_t bytes) {
     TANDEM_ASSERT(offset <= dst.size() && bytes <= dst.size() - offset);
     if (bytes == 0) return;
+    dst.drop_layouts(offset, bytes);
     const auto& b = dynamic_cast<cl_buffer&>(dst);
     // Blocking, on the in-order queue: every op enqueued earlier has read the old contents.
     check(clEnqueueWriteBuffer(queue_.get(), b.mem(), CL_TRUE, offset, bytes, src, 0, nullptr, nullptr),

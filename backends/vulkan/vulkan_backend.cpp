@@ -202,6 +202,7 @@ void vk_backend::upload(buffer& dst, size_t offset, const void* src, size_t byte
     if (offset > dst.size() || bytes > dst.size() - offset)
         throw error(TANDEM_ERR_INVALID_ARGUMENT, "vulkan: upload past the end of a buffer");
     if (bytes == 0) return;
+    dst.drop_layouts(offset, bytes);
     // Host-mapped memory is written by the CPU right now: earlier ops must have run first.
     if (a.mapped() && rec_.pending()) flush();
     write_buffer(a, offset, src, bytes);

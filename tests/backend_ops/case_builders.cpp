@@ -21,6 +21,12 @@ op_case matmul_case(rng& r, const arg& w, int64_t m) {
     return c;
 }
 
+op_case prepared(op_case c) {
+    c.desc += " prepared";
+    c.prepare = [](backend& b, const std::vector<tensor>& t) { b.prepare_weight(t[0]); };
+    return c;
+}
+
 // One meta row. (Four push_backs rather than an insert of a list: GCC 12 misreports that as an overflow.)
 void attention_rows::push_meta(int64_t kv_begin, int64_t kv_len, int64_t tree, int64_t parent) {
     for (int64_t v : {kv_begin, kv_len, tree, parent}) meta.push_back(int32_t(v));

@@ -7,6 +7,9 @@ namespace tandem::test {
 
 // x f32 {K, M} times w {K, N} (f32 or f16) into out f32 {N, M}.
 op_case matmul_case(rng& r, const arg& w, int64_t m);
+// c with its weight (argument 0) declared constant through backend::prepare_weight before the op, as a model's
+// weights are; " prepared" is appended to the description.
+op_case prepared(op_case c);
 
 // Uniform [-1, 1] values quantized to t (a type quantize_row produces: q8_0, q4_0, q4_k, q6_k).
 arg quantized_arg(rng& r, dtype t, std::array<int64_t, 4> ne);

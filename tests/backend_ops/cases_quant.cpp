@@ -17,7 +17,7 @@ namespace {
 
 const int64_t ms[] = {1, 2, 5, 8, 9, 17, 64, 300};
 const int64_t ks[] = {32, 96, 256, 4096, 4160};
-const int64_t ns[] = {1, 7, 250, 513};
+const int64_t ns[] = {1, 7, 48, 250, 513};  // 48: whole groups of 16 rows (prepared layouts), 250 and 513 with a tail
 // Multiply-adds per case above which the fixed sweep leaves a shape to the random set (cpu_ref is naive).
 constexpr int64_t k_sweep_macs = 200'000'000;
 
@@ -56,7 +56,7 @@ void matmul_sweep(backend_ops& t, dtype wt) {
         for (int64_t n : ns) {
             const arg w = quantized_arg(t.random(), wt, {k, n, 1, 1});
             for (int64_t m : ms)
-                if (k * n * m <= k_sweep_macs) t.check(quant_matmul_case(t.random(), w, m, exact));
+                if (k * n * m <= k_sweep_macs) t.check(prepared(quant_matmul_case(t.random(), w, m, exact)));
         }
     }
     // Seeded random ragged shapes: K any whole number of blocks up to 5120, N odd and up to 4099 (past the
@@ -72,7 +72,13 @@ void matmul_sweep(backend_ops& t, dtype wt) {
                 rand_ms[r.integer(0, 5)]};
         if (s.k * s.n * s.m <= 3 * k_sweep_macs / 2) shapes.push_back(s);
     }
-    for (const auto& s : shapes) t.check(quant_matmul_case(r, quantized_arg(r, wt, {s.k, s.n, 1, 1}), s.m, exact));
+    // Prepared (backend::prepare_weight, as a model's weights are) and, for the first few, also as they are.
+    for (size_t i = 0; i < shapes.size(); ++i) {
+        const auto& s = shapes[i];
+        const op_case c = quant_matmul_case(r, quantized_arg(r, wt, {s.k, s.n, 1, 1}), s.m, exact);
+        t.check(prepared(c));
+        if (i < 5) t.check(c);
+    }
 }
 
 void get_rows_sweep(backend_ops& t, dtype wt) {
@@ -115,7 +121,32 @@ TEST_P(backend_ops, matmul_q4_0_f32_threads) {
         for (dtype wt : {dtype::q4_0, dtype::q8_0}) {
             if (!supports(op::matmul, wt)) continue;
             const arg w = quantized_arg(random(), wt, {160, 513, 1, 1});
-            for (int64_t m : {1, 5, 64}) check(quant_matmul_case(random(), w, m, exact_activations(GetParam())));
+            for (int64_t m : {1, 5, 64}) {
+                const op_case c = quant_matmul_case(random(), w, m, exact_activations(GetParam()));
+                check(c);
+                check(prepared(c));
+            }
+        }
+    }
+}
+
+// A prepared layout must not outlive the bytes it was made from: the weight is prepared from other bytes, then
+// overwritten by an upload, and the op must see the new weight (a stale layout gives the old one's products).
+TEST_P(backend_ops, matmul_quant_prepare_then_upload) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::q4_0);
+    for (dtype wt : {dtype::q4_0, dtype::q8_0}) {
+        if (!supports(op::matmul, wt)) continue;
+        for (int64_t m : {1, 3}) {
+            const arg old_w = quantized_arg(random(), wt, {256, 40, 1, 1});
+            op_case c = quant_matmul_case(random(), quantized_arg(random(), wt, {256, 40, 1, 1}), m,
+                                          exact_activations(GetParam()));
+            c.desc += " prepared from other bytes, then uploaded";
+            c.prepare = [old_w, new_w = c.args[0]](backend& b, const std::vector<tensor>& t) {
+                b.upload(*t[0].buf, t[0].offset, old_w.bytes.data(), old_w.nbytes());
+                b.prepare_weight(t[0]);
+                b.upload(*t[0].buf, t[0].offset, new_w.bytes.data(), new_w.nbytes());
+            };
+            check(c);
         }
     }
 }

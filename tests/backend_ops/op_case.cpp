@@ -144,6 +144,7 @@ std::string compare(const arg& a, const uint8_t* ref, const uint8_t* got, const 
 
 std::vector<std::vector<uint8_t>> execute(backend& b, const op_case& c) {
     auto ps = place(b, c);
+    if (c.prepare) c.prepare(b, views(ps));
     c.run(b, views(ps));
     b.synchronize();
     std::vector<std::vector<uint8_t>> after;
@@ -201,6 +202,7 @@ staged_case::staged_case(backend& b, const op_case& c) : b_(b), c_(c) {
         images_.push_back(c.wrap_inputs ? std::move(p.image) : std::vector<uint8_t>{});
         buffers_.push_back(std::move(p.buf));
     }
+    if (c.prepare) c.prepare(b, tensors_);
 }
 
 void staged_case::run() {

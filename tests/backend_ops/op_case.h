@@ -36,6 +36,8 @@ struct op_case {
     std::vector<int> outputs;  // indices into args compared after the op (in-place ops name their input)
     tolerance tol;
     std::function<void(backend&, const std::vector<tensor>&)> run;
+    // Optional, called once after the arguments are placed and before run (untimed): e.g. prepare_weight.
+    std::function<void(backend&, const std::vector<tensor>&)> prepare;
     bool wrap_inputs = false;  // pass the non-output arguments through backend::wrap_host (model weights)
 };
 

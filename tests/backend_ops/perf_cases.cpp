@@ -63,7 +63,8 @@ void add_matmuls(std::vector<perf_case>& out, const shapes& s, uint64_t seed) {
                 p.bound = m == 1 ? perf_bound::memory : perf_bound::compute;
                 p.build = [memo, t, k, n, m, seed] {
                     rng r(seed + uint64_t(m));
-                    op_case c = matmul_case(r, *memo->get(t, k, n), m);
+                    // Prepared, as a model's weights are (backend::prepare_weight, untimed).
+                    op_case c = prepared(matmul_case(r, *memo->get(t, k, n), m));
                     if (t != dtype::f32 && t != dtype::f16) {
                         // The cpu backend may quantize the activations to Q8 blocks: an error of sigma <= 1.3e-3 *
                         // sqrt(K) per output (cases_quant.cpp); allow 10 sigma. Outputs have mean square ~K/9.

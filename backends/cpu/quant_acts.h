@@ -1,0 +1,23 @@
+// Activations quantized to Q8 blocks for the integer dot products of the quantized matmuls, and the choice of
+// instruction set those kernels run with.
+// A row of K floats becomes K / 32 blocks: 32 int8 q (all of a row contiguous), an f32 scale d with x ~= d * q,
+// and s = minus the sum of the block's 32 q (the offset terms of Q4_0's nibbles and of biased weights need it).
+// Rounding: |x| / d rounded to nearest even, d = max |x| / 127 (0 for an all-zero block).
+#pragma once
+
+#include <cstdint>
+
+namespace tandem::cpu {
+
+constexpr int qk = 32;  // elements per Q8_0 / Q4_0 / activation block
+
+// The quantized kernels' instruction sets: avx512 = AVX512-VNNI (dpbusd), avx2 = maddubs, scalar = plain loops.
+enum class quant_path { scalar, avx2, avx512 };
+// The best path compiled in, or a lower one named by TANDEM_CPU_QUANT_PATH=scalar|avx2|avx512 (read once; a path
+// this build cannot run is an error), so the tests can run every path this machine can execute.
+quant_path chosen_path();
+
+// Quantizes nblk blocks of x (the same result on every path).
+void quantize_row(quant_path path, const float* x, int8_t* q, float* d, int32_t* s, int64_t nblk);
+
+}  // namespace tandem::cpu
