@@ -63,6 +63,8 @@ class gemm_bench {
     gemm_bench(backend& be, dtype type, int64_t k, int64_t n, int64_t max_rows) : be_(be), type_(type), k_(k), n_(n) {
         std::mt19937 gen(7);
         w_ = random_weight(be, type, k, n, gen);
+        // Prepared as the model's weights are (backend::prepare_weight), so that the rate is the model's.
+        be.prepare_weight(tensor{w_.get(), 0, type, {k, n, 1, 1}});
         std::vector<float> xh(size_t(k * max_rows));
         std::uniform_real_distribution<float> u(-1.f, 1.f);
         for (auto& v : xh) v = u(gen);
