@@ -1,14 +1,31 @@
 // Matrix-vector products with quantized weights (decode, small batches): out[m][n] = sum_k w[n][k] * x[m][k]
-// with w {K, N} Q8_0 / Q4_0 (K a multiple of 32; blocks read in place, decoders in common.cl), x f32 {K, M},
-// out f32 {N, M}. Each weight row is read once per MV_ROWS x rows.
-// Inner loop: one 32-weight block per step. Its quants come in as one or two 16-byte vector loads, are
-// widened to two float16 and multiplied by the block scale (exact), then FMA'd into 16-lane accumulators for
-// every x row of the pass; the 16 lanes are summed once per row at the end. The decode is paid once per
-// block and shared by the MV_ROWS x rows; the weight stream (34 or 18 bytes per 32 weights) is the bound.
-//   *_row: one output row n per work-item. Best where a work-group is a loop over work-items (PoCL and other
-//          CPU devices: consecutive blocks of one row stream through one core's cache lines).
-//   *_wg:  one work-group of WGS work-items per output row, each taking every WGS-th block, then a
-//          local-memory reduction (GPUs: neighbouring work-items read neighbouring blocks).
+// with w {K, N} Q8_0 / Q4_0 (K a multiple of 32), x f32 {K, M}, out f32 {N, M}. Each weight row is read once per
+// MV_ROWS x rows. The activations stay f32 and the weights are dequantized exactly (the opencl contract of
+// tests/backend_ops/cases_quant.cpp): quantizing x to int8 for integer dot products would be cheaper on the ALUs
+// but changes the results, so it is not offered here (and PoCL targets skylake-avx512 here: no VNNI anyway).
+// Per 32-weight block: quants widened to two float16, multiplied by x (one mul + one fma), and the block scale
+// applied once to that partial (fma into the accumulator); two accumulators alternate between blocks so that
+// the fma latency never serialises the loop.
+//   *_row:   one output row n per work-item, reading GGUF blocks in place (scale assembled from bytes: devices
+//            without cl_khr_fp16, PoCL among them, have no hardware half conversion: ~20 scalar instructions
+//            a block, as much as the vector work). CPU devices; Q8_0 always, Q4_0 when not prepared.
+//   *_split: Q4_0 on the layout backend::prepare_weight derives (split_q4_0 below): all quants first, runs of
+//            4 blocks byte-interleaved so that one uint16 load and shifts give all 128 nibbles (no widening per
+//            block), then one f32 scale per block: no half decode left, for 2 more bytes per block. PoCL runs
+//            a work-group as a loop over work-items, so a group of rows is one contiguous stream either way.
+//   *_wg:    one work-group of WGS work-items per output row, each taking every WGS-th block, then a local-memory
+//            reduction (GPUs: neighbouring work-items read neighbouring blocks). The original layout.
+// Measured on PoCL 3.1 / 2-vCPU Zen 5 (loaded), ratio to bench_read_f32_chunked timed in the same run (fastest
+// of 30), M = 1, K = 4096, N = 4096 and 11008: Q4_0 before 0.36-0.38, row 0.42-0.45, split with one block per
+// step 0.48-0.55, split as below 0.57-0.60; Q8_0 before 0.64-0.69, row mostly ~0.77 (0.54-1.30). Both are
+// bound by the decode, not by memory (in L2 the ratios are about the same). Tried and dropped:
+//   - a split Q8_0 copy: faster in cache (1.07 against 0.95) but slower from DRAM (0.50 against 0.8), with
+//     or without row padding or the scales placed after each row;
+//   - the scales inline with each run of 4 Q4_0 blocks (one stream): no gain;
+//   - subtracting 8 x block-sum per block instead of 8 per quant, 4 blocks per loop step, larger work-groups.
+// Q4 nibbles become floats as as_float(0x4B000000 | q) - (2^23 + 8): exact (2^23 + q is an f32 integer), ~8%
+// faster than convert_float16 on PoCL; Q8 keeps convert_float16 (the same trick needs an extra xor there and
+// measured 13% slower).
 
 #ifndef MV_ROWS
 #define MV_ROWS 4
@@ -17,6 +34,25 @@
 #define WGS 64
 #endif
 
+// 16 nibbles (0..15) as floats minus 8, exactly.
+inline float16 q4_nibbles(uint16 v) { return as_float16(v | (uint16)0x4B000000u) - 8388616.f; }
+
+// sum_j q[j] * xb[j] over one block's 32 quants (unscaled): q4 = 16 bytes of nibble pairs (byte j: elements j and
+// j + 16), q8 = 32 signed bytes.
+inline float16 block_dot(__global const uchar* q, __global const float* xb, const int is_q4) {
+    float16 lo, hi;
+    if (is_q4) {
+        const uint16 v = convert_uint16(vload16(0, q));
+        lo = q4_nibbles(v & (uint16)15u);
+        hi = q4_nibbles(v >> (uint16)4u);
+    } else {
+        lo = convert_float16(vload16(0, (__global const char*)q));
+        hi = convert_float16(vload16(1, (__global const char*)q));
+    }
+    return fma(hi, vload16(1, xb), lo * vload16(0, xb));
+}
+
+// One output row n per work-item for the MV_ROWS x rows from m0, GGUF blocks read in place.
 inline void mul_mv_q_row(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
                          __global uchar* out, ulong out_off, int K, int N, int M, const int is_q4) {
     const int n = get_global_id(0);
@@ -25,21 +61,69 @@ inline void mul_mv_q_row(__global const uchar* w, ulong w_off, __global const uc
     const int nb = K / QK, bb = is_q4 ? Q4_0_BYTES : Q8_0_BYTES;
     __global const uchar* wr = w + w_off + (size_t)n * nb * bb;
     __global const float* xr[MV_ROWS];
-    float16 acc[MV_ROWS];
+    float16 a0[MV_ROWS], a1[MV_ROWS];
     for (int r = 0; r < MV_ROWS; ++r) {
         xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;  // rows past M recompute the last one
-        acc[r] = (float16)(0.f);
+        a0[r] = (float16)(0.f);
+        a1[r] = (float16)(0.f);
     }
-    for (int i = 0; i < nb; ++i) {
-        float16 lo, hi;
-        dequant_block(wr + (size_t)i * bb, &lo, &hi, is_q4);
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __global const uchar* b0 = wr + (size_t)i * bb;
+        const float d0 = block_scale(b0), d1 = block_scale(b0 + bb);
         for (int r = 0; r < MV_ROWS; ++r) {
-            acc[r] = fma(lo, vload16(2 * i, xr[r]), acc[r]);
-            acc[r] = fma(hi, vload16(2 * i + 1, xr[r]), acc[r]);
+            a0[r] = fma((float16)d0, block_dot(b0 + 2, xr[r] + i * QK, is_q4), a0[r]);
+            a1[r] = fma((float16)d1, block_dot(b0 + bb + 2, xr[r] + (i + 1) * QK, is_q4), a1[r]);
         }
     }
+    if (i < nb) {
+        __global const uchar* b0 = wr + (size_t)i * bb;
+        const float d0 = block_scale(b0);
+        for (int r = 0; r < MV_ROWS; ++r) a0[r] = fma((float16)d0, block_dot(b0 + 2, xr[r] + i * QK, is_q4), a0[r]);
+    }
     for (int r = 0; r < MV_ROWS; ++r)
-        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(acc[r]);
+        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
+}
+
+// Q4_0 in the split layout (split_q4_0): w holds the quants from byte 0, the f32 scales from byte s_off. Each
+// run of 4 blocks is one uint16: lane j holds byte j of the 4 blocks, so nibble 2b (4b + 4) of lane j is
+// element j (j + 16) of block b; the blocks past the last whole run are stored as they are.
+__kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __global const uchar* x, ulong x_off,
+                                    __global uchar* out, ulong out_off, int K, int N, int M) {
+    const int n = get_global_id(0);
+    const int m0 = get_global_id(1) * MV_ROWS;
+    if (n >= N || m0 >= M) return;
+    const int nb = K / QK;
+    __global const uchar* q = w + (size_t)n * nb * (QK / 2);
+    __global const float* s = CVIEW(float, w, s_off) + (size_t)n * nb;
+    __global const float* xr[MV_ROWS];
+    float16 a0[MV_ROWS], a1[MV_ROWS];
+    for (int r = 0; r < MV_ROWS; ++r) {
+        xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;  // rows past M recompute the last one
+        a0[r] = (float16)(0.f);
+        a1[r] = (float16)(0.f);
+    }
+    int i = 0;
+    for (; i + 3 < nb; i += 4) {
+        const uint16 v = vload16(0, (__global const uint*)(q + (size_t)i * (QK / 2)));
+        const float4 d = vload4(0, s + i);
+        const float16 l0 = q4_nibbles(v & (uint16)15u), h0 = q4_nibbles((v >> 4) & (uint16)15u);
+        const float16 l1 = q4_nibbles((v >> 8) & (uint16)15u), h1 = q4_nibbles((v >> 12) & (uint16)15u);
+        const float16 l2 = q4_nibbles((v >> 16) & (uint16)15u), h2 = q4_nibbles((v >> 20) & (uint16)15u);
+        const float16 l3 = q4_nibbles((v >> 24) & (uint16)15u), h3 = q4_nibbles(v >> 28);
+        for (int r = 0; r < MV_ROWS; ++r) {
+            __global const float* xb = xr[r] + i * QK;
+            a0[r] = fma((float16)d.x, fma(h0, vload16(1, xb), l0 * vload16(0, xb)), a0[r]);
+            a1[r] = fma((float16)d.y, fma(h1, vload16(3, xb), l1 * vload16(2, xb)), a1[r]);
+            a0[r] = fma((float16)d.z, fma(h2, vload16(5, xb), l2 * vload16(4, xb)), a0[r]);
+            a1[r] = fma((float16)d.w, fma(h3, vload16(7, xb), l3 * vload16(6, xb)), a1[r]);
+        }
+    }
+    for (; i < nb; ++i)
+        for (int r = 0; r < MV_ROWS; ++r)
+            a0[r] = fma((float16)s[i], block_dot(q + (size_t)i * (QK / 2), xr[r] + i * QK, 1), a0[r]);
+    for (int r = 0; r < MV_ROWS; ++r)
+        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
 }
 
 inline void mul_mv_q_wg(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
@@ -56,12 +140,9 @@ inline void mul_mv_q_wg(__global const uchar* w, ulong w_off, __global const uch
         acc[r] = (float16)(0.f);
     }
     for (int i = lid; i < nb; i += WGS) {
-        float16 lo, hi;
-        dequant_block(wr + (size_t)i * bb, &lo, &hi, is_q4);
-        for (int r = 0; r < MV_ROWS; ++r) {
-            acc[r] = fma(lo, vload16(2 * i, xr[r]), acc[r]);
-            acc[r] = fma(hi, vload16(2 * i + 1, xr[r]), acc[r]);
-        }
+        const float d = block_scale(wr + (size_t)i * bb);
+        for (int r = 0; r < MV_ROWS; ++r)
+            acc[r] = fma((float16)d, block_dot(wr + (size_t)i * bb + 2, xr[r] + i * QK, is_q4), acc[r]);
     }
     for (int r = 0; r < MV_ROWS; ++r) part[r * WGS + lid] = hsum16(acc[r]);
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -95,4 +176,23 @@ void mul_mv_q4_0_f32_wg(__global const uchar* w, ulong w_off, __global const uch
                         __global uchar* out, ulong out_off, int K, int N, int M) {
     __local float part[MV_ROWS * WGS];
     mul_mv_q_wg(w, w_off, x, x_off, out, out_off, K, N, M, part, 1);
+}
+
+// The split layout of a Q4_0 weight of `blocks` blocks, rows of nb blocks one after another (see
+// mul_mv_q4_0_f32_split): the 16 quant bytes of block b go to dst + 16 b, byte-interleaved with the other blocks of
+// its run of 4 (byte j to 4 j + b % 4) unless the run is incomplete; its scale as f32 to dst + s_off + 4 b. One
+// work-item per block.
+__kernel void split_q4_0(__global const uchar* w, ulong w_off, __global uchar* dst, ulong s_off, ulong blocks,
+                         int nb) {
+    const size_t b = get_global_id(0);
+    if (b >= blocks) return;
+    __global const uchar* src = w + w_off + b * Q4_0_BYTES;
+    const int i = (int)(b % (size_t)nb);
+    if (i < nb / 4 * 4) {
+        __global uchar* run = dst + (b - i % 4) * 16 + i % 4;
+        for (int j = 0; j < 16; ++j) run[4 * j] = src[2 + j];
+    } else {
+        vstore16(vload16(0, src + 2), b, dst);
+    }
+    VIEW(float, dst, s_off)[b] = block_scale(src);
 }

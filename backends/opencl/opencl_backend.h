@@ -82,6 +82,9 @@ class opencl_backend final : public backend {
     void upload(buffer& dst, size_t offset, const void* src, size_t bytes) override;
     void download(const buffer& src, size_t offset, void* dst, size_t bytes) override;
     void synchronize() override;
+    // Q4_0 weights on CPU-class devices (the "row" GEMV) get the split layout of kernels/mul_mv_quant.cl, derived
+    // on the device (ops/matmul_quant.cpp); the original stays for get_rows, matmul_t and the GEMM kernels.
+    bool prepare_weight(const tensor& w) override;
 
     void get_rows(const tensor& table, const tensor& ids, const tensor& out) override;
     void rms_norm(const tensor& x, const tensor& w, float eps, const tensor& out) override;
