@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Checks `tandem-bench limits` against an independent STREAM-style measurement: likwid-bench (Debian package
-`likwid`), whose hand-written assembly kernels load, copy and stream (triad) count bytes as STREAM does, as
-`tandem-bench limits` does (every element read or written once, no write-allocate traffic).
+`likwid`), whose hand-written assembly kernels load, copy and stream (triad) count bytes as STREAM does and as
+`tandem-bench limits` does: every element read or written once, the write-allocate read of a cached store NOT
+counted (likwid-bench -l copy: 16 bytes per element; stream: 24), so both tools credit a cached copy with 2/3 and a
+cached triad with 3/4 of the traffic it really causes.
 
   python3 bench/stream_check.py [--bench build/bench/tandem-bench] [--threads N] [--rounds 5] [--mib 1024]
                                 [--tolerance 0.10] [--out stream_check.json]
 
-The two tools run alternately, round after round, on arrays of the same size, the same thread counts and the same
-(4 KiB) pages, so a shared machine's drifting bandwidth hits both alike. Per round: tandem-bench's median over its
-runs, and the best of likwid-bench's scalar/SSE/AVX/AVX-512 variants of the kernel (one long run each); the
-verdict compares the medians over the rounds. Exits 1 when a kernel/thread-count pair differs by more than --tolerance (2 when a tool is
+The two tools run alternately, round after round, on arrays of the same size, the same thread counts, the same
+(4 KiB) pages, the same pinning (thread i on CPU i) and the same first touch (each thread its own part: likwid -W).
+Both take the best of several implementations of each kernel, compared like for like: copy and triad with cached
+stores against likwid's cached variants, with non-temporal stores against its `_mem` variants. Per round:
+tandem-bench's fastest variant (median over its runs) and likwid-bench's fastest variant (one long run each); the
+verdict compares the medians over the rounds. Exits 1 when a row differs by more than --tolerance (2 when a tool is
 missing). Install likwid with `apt-get install likwid`.
 """
 import argparse
@@ -25,8 +29,12 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-# tandem-bench kernel -> likwid-bench test stem (the widest vector variant the CPU has is picked at run time).
-KERNELS = {"read": "load", "copy": "copy", "triad": "stream"}
+# Rows of the check: (tandem-bench kernel, store kind) -> likwid-bench test stem. tandem-bench's `read` sums what
+# it loads, likwid's `load` only loads; its `load_mem` (non-temporal loads) is ordinary loads on cached memory and
+# takes part as one more read variant.
+ROWS = {("read", "cached"): ["load", "load_mem"],
+        ("copy", "cached"): ["copy"], ("copy", "nt"): ["copy_mem"],
+        ("triad", "cached"): ["stream"], ("triad", "nt"): ["stream_mem"]}
 
 
 def likwid_tests():
@@ -34,29 +42,36 @@ def likwid_tests():
     return {line.split(" - ")[0].strip() for line in out.splitlines() if " - " in line}
 
 
-def variants(stem, available):
-    """likwid-bench's cached (not non-temporal) variants of a kernel that this CPU runs: scalar, SSE, AVX, AVX-512.
-    Which is fastest depends on the CPU (on Zen 5 the scalar load beats the AVX-512 one), so each round takes the
-    best of them, as STREAM reports its best rate."""
+def variants(stems, available):
+    """likwid-bench's variants of a kernel that this CPU runs: scalar, SSE, AVX, AVX-512, with and without FMA.
+    Which is fastest depends on the CPU (on Zen 5 the scalar / SSE loads beat the AVX-512 ones), so each round takes
+    the best of them, as STREAM reports its best rate and tandem-bench its fastest variant."""
     flags = open("/proc/cpuinfo").read()
     out = []
-    for suffix, flag in (("", ""), ("_sse", "sse2"), ("_avx", "avx"), ("_avx512", "avx512f")):
-        name = stem + suffix
-        if name in available and (not flag or re.search(r"\b" + flag + r"\b", flags)):
-            out.append(name)
+    for stem in stems:
+        for suffix, flag in (("", ""), ("_sse", "sse2"), ("_sse_fma", "fma"), ("_avx", "avx"), ("_avx_fma", "fma"),
+                             ("_avx512", "avx512f"), ("_avx512_fma", "avx512f")):
+            name = stem + suffix
+            if name in available and (not flag or re.search(r"\b" + flag + r"\b", flags)):
+                out.append(name)
     if not out:
-        raise SystemExit(f"stream_check: likwid-bench has no {stem} test")
+        raise SystemExit(f"stream_check: likwid-bench has no {stems} test")
     return out
 
 
-def run_likwid(test, nbytes, threads):
-    # -w N:<size>:<threads>: one workgroup on the whole node, the size split over its threads as tandem-bench does.
+def run_likwid(test, nbytes, threads, seconds):
+    """GB/s of one likwid-bench run, or None when it crashes (likwid 5.2's scalar `stream_mem` segfaults)."""
+    # -W N:<size>:<threads>: one workgroup on the whole node, threads pinned to its first CPUs, the size split over
+    # its threads and each thread first-touching its own chunk, as tandem-bench does.
     size_kb = nbytes // 1000
-    out = subprocess.run(["likwid-bench", "-t", test, "-w", f"N:{size_kb}kB:{threads}"], capture_output=True,
-                         text=True, check=True).stdout
-    m = re.search(r"^MByte/s:\s+([0-9.]+)", out, re.M)
+    p = subprocess.run(["likwid-bench", "-t", test, "-W", f"N:{size_kb}kB:{threads}", "-s", str(seconds)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"stream_check: likwid-bench -t {test} failed (exit {p.returncode}); left out", file=sys.stderr)
+        return None
+    m = re.search(r"^MByte/s:\s+([0-9.]+)", p.stdout, re.M)
     if not m:
-        raise SystemExit(f"stream_check: no MByte/s in likwid-bench output:\n{out}")
+        raise SystemExit(f"stream_check: no MByte/s in likwid-bench output:\n{p.stdout}")
     return float(m.group(1)) / 1000.0  # likwid's MByte is 1e6 bytes -> GB/s
 
 
@@ -67,8 +82,14 @@ def run_tandem(bench, mib, threads, min_time):
         path = os.path.join(tmp, "limits.json")
         subprocess.run([bench, "limits", "--parts", "bandwidth", "--small-pages", "-t", str(threads), "--mib", str(mib),
                         "--min-time", str(min_time), "-o", path], capture_output=True, text=True, check=True)
-        rows = json.load(open(path))["tables"]["bandwidth"]["rows"]
-    return {(r["kernel"], r["threads"]): r["gbps_median"] for r in rows}
+        doc = json.load(open(path))
+    # The best median per (kernel, store kind, threads) over tandem-bench's variants, and which variant it was.
+    best = {}
+    for v in doc["meta"]["bandwidth_variants"]:
+        key = (v["kernel"], "nt" if v["nontemporal"] else "cached", v["threads"])
+        if key not in best or v["gbps_median"] > best[key][0]:
+            best[key] = (v["gbps_median"], v["variant"])
+    return best
 
 
 def main():
@@ -78,6 +99,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mib", type=int, default=1024, help="array size, as tandem-bench limits --mib")
     ap.add_argument("--min-time", type=float, default=1.0, help="tandem-bench --min-time per measurement")
+    ap.add_argument("--likwid-seconds", type=int, default=1, help="likwid-bench -s per test (whole seconds)")
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument("--out", help="write the rounds and the verdict as JSON")
     a = ap.parse_args()
@@ -88,40 +110,55 @@ def main():
         print(f"stream_check: {a.bench} is not an executable (build the project first)", file=sys.stderr)
         return 2
     available = likwid_tests()
-    tests = {k: variants(stem, available) for k, stem in KERNELS.items()}
+    tests = {row: variants(stems, available) for row, stems in ROWS.items()}
     nbytes = a.mib * 1024 * 1024
     load_start = list(os.getloadavg())
-    keys = [(k, n) for n in range(1, a.threads + 1) for k in KERNELS]
+    keys = [(k, st, n) for n in range(1, a.threads + 1) for (k, st) in ROWS]
     tandem = {key: [] for key in keys}
+    tandem_variant = {key: [] for key in keys}
     likwid = {key: [] for key in keys}
     best_test = {key: [] for key in keys}
     for r in range(a.rounds):
         t = run_tandem(a.bench, a.mib, a.threads, a.min_time)
         for key in keys:
-            tandem[key].append(t[key])
-            best = max((run_likwid(t, nbytes, key[1]), t) for t in tests[key[0]])
+            tandem[key].append(t[key][0])
+            tandem_variant[key].append(t[key][1])
+            results = []
+            for test in list(tests[key[:2]]):
+                gbps = run_likwid(test, nbytes, key[2], a.likwid_seconds)
+                if gbps is None:
+                    tests[key[:2]].remove(test)
+                else:
+                    results.append((gbps, test))
+            if not results:
+                raise SystemExit(f"stream_check: every likwid-bench variant of {key[:2]} failed")
+            best = max(results)
             likwid[key].append(best[0])
             best_test[key].append(best[1])
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
 
     print(f"tandem-bench limits vs likwid-bench, {a.mib} MiB, {a.rounds} alternating rounds, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"{'kernel':7} {'threads':>7} {'tandem GB/s':>12} {'likwid GB/s':>12} {'likwid test':>15} {'ratio':>7}  verdict")
+    print(f"{'kernel':7} {'stores':6} {'threads':>7} {'tandem GB/s':>12} {'tandem variant':>16} {'likwid GB/s':>12} "
+          f"{'likwid test':>18} {'ratio':>7}  verdict")
     rows, rounds, ok = [], [], True
     for key in keys:
         tm, lm = statistics.median(tandem[key]), statistics.median(likwid[key])
         ratio = tm / lm if lm > 0 else float("nan")
         within = abs(ratio - 1.0) <= a.tolerance
         ok = ok and within
-        print(f"{key[0]:7} {key[1]:>7} {tm:12.2f} {lm:12.2f} {statistics.mode(best_test[key]):>15} {ratio:7.3f}  "
+        tv, lt = statistics.mode(tandem_variant[key]), statistics.mode(best_test[key])
+        print(f"{key[0]:7} {key[1]:6} {key[2]:>7} {tm:12.2f} {tv:>16} {lm:12.2f} {lt:>18} {ratio:7.3f}  "
               f"{'within' if within else 'OUTSIDE'} {a.tolerance:.0%}")
-        rows.append({"kernel": key[0], "threads": key[1], "tandem_gbps": tm, "likwid_gbps": lm,
-                     "likwid_test": statistics.mode(best_test[key]), "ratio": ratio, "within": within})
-        rounds.append({"kernel": key[0], "threads": key[1], "tandem_gbps": tandem[key], "likwid_gbps": likwid[key],
+        rows.append({"kernel": key[0], "stores": key[1], "threads": key[2], "tandem_gbps": tm, "tandem_variant": tv,
+                     "likwid_gbps": lm, "likwid_test": lt, "ratio": ratio, "within": within})
+        rounds.append({"kernel": key[0], "stores": key[1], "threads": key[2], "tandem_gbps": tandem[key],
+                       "tandem_variant": tandem_variant[key], "likwid_gbps": likwid[key],
                        "likwid_best_test": best_test[key]})
     if a.out:
         # The shape of a tandem-bench JSON (meta + tables), so bench/perf_report.py renders it like the others.
-        columns = [("kernel", "kernel"), ("threads", "threads"), ("tandem_gbps", "tandem-bench GB/s"),
+        columns = [("kernel", "kernel"), ("stores", "stores"), ("threads", "threads"),
+                   ("tandem_gbps", "tandem-bench GB/s"), ("tandem_variant", "fastest tandem variant"),
                    ("likwid_gbps", "likwid-bench GB/s"), ("likwid_test", "fastest likwid test"), ("ratio", "ratio"),
                    ("within", f"within {a.tolerance:.0%}")]
         doc = {"meta": {"command": "stream check", "machine": {"load_average_start": load_start},
