@@ -6,7 +6,7 @@ there with the machine, the date, the exact commands and every table, each figur
   python3 bench/perf_report.py [--quick] [--build build] [--out bench/results/<date>] [--only model,verify]
 
 Steps (in this order): limits, stream (bench/stream_check.py, when likwid-bench is installed), ops, model (synthetic 110m and tinyllama-1.1b, Q4_0 and Q8_0), verify, spec,
-collab delay, collab load (stories260K and a synthetic 110m F32 target), train (stories260K, 110m), peers (bench/peers/run.sh). A step that
+collab delay, collab load (stories260K and a synthetic 110m target, F32 and Q8_0), train (stories260K, 110m), peers (bench/peers/run.sh). A step that
 fails is reported as failed in PERFORMANCE.md with its log, and the script exits 1 after the others have run.
 --quick shrinks every step (fewer repeats, sizes and prompts) for a check of the pipeline, not for figures.
 PERFORMANCE.md links plots relative to the repository root, so its text can be pasted into README.md as it is.
@@ -83,6 +83,9 @@ def steps(quick, cache_dir):
          ["collab", "load", "--shape", "110m", "--type", "f32"] + (["--edges", "1,4", "--seconds", "1"] if q else []),
          "Server throughput against concurrent synthetic edges, synthetic 110m F32 target, with the batched "
          "pass's roofline bound."),
+        ("collab-load-110m-q8_0", "Edge and cloud",
+         ["collab", "load", "--shape", "110m", "--type", "q8_0"] + (["--edges", "1,4", "--seconds", "1"] if q else []),
+         "The same with the 110m target in Q8_0 (the cpu backend's int8 kernels in place of OpenBLAS SGEMM)."),
         ("train-stories260k", "LoRA training",
          ["train", "-m", "models/stories260K.gguf", "-b", "cpu,opencl,vulkan", "-t", all_threads, "--rank", "8",
           "--targets", "q,v"] + (["--ctx", "32", "--batch", "2", "--steps", "1"] if q else
