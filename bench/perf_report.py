@@ -294,7 +294,8 @@ def run_steps(args, out_dir, run, save):
             os.remove(json_path)  # never render a previous run's figures as this one's
         if bench_args == "stream":
             script = os.path.join(HERE, "stream_check.py")
-            extra = ["--rounds", "2", "--mib", "256", "--min-time", "0.3"] if args.quick else []
+            extra = (["--rounds", "2", "--mib", "256", "--min-time", "0.3"] if args.quick else
+                     ["--rounds", str(args.stream_rounds)] if args.stream_rounds else [])
             cmd = [sys.executable, script, "--bench", bench, "--out", json_path] + extra
             r["command"] = shlex.join(["python3", "bench/stream_check.py"] + extra)
             if not shutil.which("likwid-bench"):
@@ -341,6 +342,8 @@ def main():
     ap.add_argument("--out", help="output directory (default: bench/results/<UTC date>, or -quick)")
     ap.add_argument("--only", help="comma-separated step names or prefixes (e.g. model,verify): run only these and "
                                    "keep the other steps' results already in --out")
+    ap.add_argument("--stream-rounds", type=int, default=0,
+                    help="rounds of the stream step (default: stream_check.py's 5, about 5.5 minutes each here)")
     ap.add_argument("--no-peers", action="store_true", help="skip the llama.cpp comparison even if installed")
     ap.add_argument("--render-only", action="store_true", help="run nothing: redraw the plots and PERFORMANCE.md "
                                                                 "from the results in --out")

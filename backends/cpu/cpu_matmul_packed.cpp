@@ -34,11 +34,6 @@
 #include "backends/cpu/quant_acts.h"
 #include "engine/error.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && \
-    defined(__F16C__)
-#include <immintrin.h>
-#define TANDEM_PACKED_AVX512 1
-#endif
 
 namespace tandem::cpu {
 
@@ -93,7 +88,7 @@ struct packed_acts {
     int64_t nblk;
 };
 
-#if defined(TANDEM_PACKED_AVX512)
+#if defined(TANDEM_QUANT_AVX512)
 
 // One block of a group against MB activation rows: acc[mb] (lane r = weight row r) += dw * dx * dot.
 template <dtype T, int MB>
@@ -191,12 +186,12 @@ void run_groups(thread_pool& pool, const packed_quant& p, const packed_acts& x, 
     });
 }
 
-#endif  // TANDEM_PACKED_AVX512
+#endif  // TANDEM_QUANT_AVX512
 
 }  // namespace
 
 std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor& w) {
-#if defined(TANDEM_PACKED_AVX512)
+#if defined(TANDEM_QUANT_AVX512)
     if ((w.type != dtype::q4_0 && w.type != dtype::q8_0) || chosen_path() != quant_path::avx512) return nullptr;
     if (w.ne[0] % qk != 0 || w.ne[0] == 0 || w.nrows() == 0 || w.buf == nullptr || w.buf->host_ptr() == nullptr)
         return nullptr;
@@ -225,7 +220,7 @@ std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor
 }
 
 bool matmul_packed(thread_pool& pool, const derived_layout& l, const tensor& x, const tensor& out) {
-#if defined(TANDEM_PACKED_AVX512)
+#if defined(TANDEM_QUANT_AVX512)
     const auto* p = dynamic_cast<const packed_quant*>(&l);
     if (p == nullptr || chosen_path() != quant_path::avx512) return false;
     const int64_t m = x.nrows(), k = p->k, real_blocks = k / qk;

@@ -38,14 +38,6 @@
 #include "backends/cpu/quant_acts.h"
 #include "engine/error.h"
 
-#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-#include <immintrin.h>
-#define TANDEM_QUANT_AVX2 1
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
-#define TANDEM_QUANT_AVX512 1
-#endif
-#endif
-
 namespace tandem::cpu {
 
 namespace {

@@ -7,6 +7,16 @@
 
 #include <cstdint>
 
+// The instruction sets the quantized kernels are compiled for (by the build's -march): TANDEM_QUANT_AVX2 (AVX2, FMA,
+// F16C) and TANDEM_QUANT_AVX512 (also AVX512 F/BW/VL and VNNI).
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+#define TANDEM_QUANT_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define TANDEM_QUANT_AVX512 1
+#endif
+#endif
+
 namespace tandem::cpu {
 
 constexpr int qk = 32;  // elements per Q8_0 / Q4_0 / activation block
