@@ -467,17 +467,6 @@ TEST(lora, export_requantizes_a_quantized_base) {
                  {"no adapters"});
 }
 
-std::pair<int, std::string> run_cli(const std::string& args, bool with_stderr = true) {
-    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    const int st = pclose(p);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
-
 // (f) `tandem generate --lora` with a B = 0 adapter prints the same text as without; a strong adapter changes it;
 // export-lora writes a model the CLI loads.
 TEST(lora, cli_generate_lora_and_export) {
@@ -491,9 +480,9 @@ TEST(lora, cli_generate_lora_and_export) {
     a->save(dir.file("strong.gguf"), *m);
 
     const std::string gen = "generate --temp 0 -n 40 --no-timings -b cpu_ref -p \"Once upon a time\"";
-    const auto [c0, plain] = run_cli(gen, false);
-    const auto [c1, zero] = run_cli(gen + " --lora " + dir.file("zero.gguf") + ":2.5", false);
-    const auto [c2, strong] = run_cli(gen + " --lora " + dir.file("strong.gguf"), false);
+    const auto [c0, plain] = test::run_cli(gen, false);
+    const auto [c1, zero] = test::run_cli(gen + " --lora " + dir.file("zero.gguf") + ":2.5", false);
+    const auto [c2, strong] = test::run_cli(gen + " --lora " + dir.file("strong.gguf"), false);
     EXPECT_EQ(c0, 0);
     EXPECT_EQ(c1, 0);
     EXPECT_EQ(c2, 0);
@@ -501,21 +490,21 @@ TEST(lora, cli_generate_lora_and_export) {
     EXPECT_EQ(zero, plain);
     EXPECT_NE(strong, plain);
 
-    const auto [c3, bad] = run_cli(gen + " --lora " + dir.file("nope.gguf"));
+    const auto [c3, bad] = test::run_cli(gen + " --lora " + dir.file("nope.gguf"));
     EXPECT_NE(c3, 0);
     EXPECT_NE(bad.find("nope.gguf"), std::string::npos) << bad;
 
-    const auto [c4, exp] = run_cli("export-lora -m " + test::model_path("stories260K.gguf") + " --lora " +
+    const auto [c4, exp] = test::run_cli("export-lora -m " + test::model_path("stories260K.gguf") + " --lora " +
                                    dir.file("strong.gguf") + ":0.5 -o " + dir.file("merged.gguf") + " --outtype f16");
     EXPECT_EQ(c4, 0) << exp;
     const gguf_file out = gguf_file::open(dir.file("merged.gguf"));
     EXPECT_EQ(out.find_tensor("blk.0.attn_q.weight")->type, dtype::f16);
     EXPECT_EQ(out.find_tensor("token_embd.weight")->type, dtype::f32);
     const auto [c5, merged_text] =
-        run_cli("generate --temp 0 -n 10 --no-timings -b cpu_ref -m " + dir.file("merged.gguf"));
+        test::run_cli("generate --temp 0 -n 10 --no-timings -b cpu_ref -m " + dir.file("merged.gguf"));
     EXPECT_EQ(c5, 0) << merged_text;
 
-    const auto [c6, ppl] = run_cli("perplexity -b cpu_ref --chars 2000 -f " +
+    const auto [c6, ppl] = test::run_cli("perplexity -b cpu_ref --chars 2000 -f " +
                                    test::model_path("tinystories_valid_head.txt") + " --lora " + dir.file("zero.gguf"));
     EXPECT_EQ(c6, 0) << ppl;
     EXPECT_NE(ppl.find("LoRA adapter"), std::string::npos) << ppl;

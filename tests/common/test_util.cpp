@@ -143,8 +143,8 @@ uint64_t test_seed() {
 
 
 #ifdef TANDEM_CLI_PATH
-std::pair<int, std::string> run_cli(const std::string& args) {
-    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + " 2>&1";
+std::pair<int, std::string> run_cli(const std::string& args, bool with_stderr) {
+    const std::string cmd = std::string(TANDEM_CLI_PATH) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     std::array<char, 4096> buf;

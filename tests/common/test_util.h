@@ -16,8 +16,9 @@ class backend;
 
 namespace tandem::test {
 
-// Runs the tandem CLI (TANDEM_CLI_PATH) with `args` through the shell; returns its exit code and stdout+stderr.
-std::pair<int, std::string> run_cli(const std::string& args);
+// Runs the tandem CLI (TANDEM_CLI_PATH) with `args` through the shell; returns its exit code and stdout (+ stderr
+// unless with_stderr is false).
+std::pair<int, std::string> run_cli(const std::string& args, bool with_stderr = true);
 
 // Absolute path of a file in the repository's models/ directory.
 std::string model_path(const std::string& name);
