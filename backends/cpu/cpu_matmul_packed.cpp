@@ -8,8 +8,12 @@
 // side by side, a 64-byte register holds 4 consecutive weights of each of the 16 rows, so one dpbusd with 4
 // activation bytes broadcast to every lane adds 4 products to each row's int32 lane: a block of 16 rows costs
 // 8 dpbusd, one scale vector (16 fp16 loaded at once), one conversion and one FMA: ~2 instructions per 36 bytes
-// (measured ~53 GB/s per core from cache, and the read bandwidth from DRAM). The same registers serve up to 4
-// activation rows at once for prefill and tree verification.
+// (measured ~53 GB/s per core from cache, and the read bandwidth from DRAM). The same registers serve up to 6
+// activation rows at once for prefill and tree verification. The activation bytes are broadcast by the dpbusd
+// itself (an embedded {1to16} memory operand), not by a separate vpbroadcastd as GCC emits for set1: that took
+// the 1.1B shape's FFN matmul from 475 to ~680 GFLOP/s at its best row count, and from 311 to ~460 at 1 row.
+// The layout lives on transparent huge pages (host_alloc): on 4 KiB pages a 1-thread GEMV streamed ~22 GB/s,
+// on 2 MiB pages ~30, the machine's 1-thread read bandwidth.
 //
 // Layout of one group of 16 rows (the last group padded with zero rows), in pairs of blocks p = (2p, 2p + 1),
 // the block count rounded up to even (a padding block has scales 0):
@@ -22,7 +26,7 @@
 // so a pair is 576 (Q4_0) or 1088 (Q8_0) bytes, a multiple of 64: every chunk load is one aligned cache line.
 // The integer arithmetic: dpbusd multiplies unsigned weight bytes by signed activation bytes. Q4_0's nibbles are
 // 0..15 and Q8_0's biased bytes 0..255; the offsets come back as -8 * sum(x_q) and -128 * sum(x_q) per block
-// (the activation sums are kept negated by quantize_row), exactly.
+// (the activation sums are kept negated by quantize_row and multiplied by the offset in matmul_packed), exactly.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -31,6 +35,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/host_buffer.h"
 #include "backends/cpu/quant_acts.h"
 #include "engine/error.h"
 
@@ -41,8 +46,8 @@ namespace {
 
 constexpr int rows_per_group = 16;
 
-struct aligned_free {
-    void operator()(uint8_t* p) const { std::free(p); }
+struct host_deleter {
+    void operator()(uint8_t* p) const { host_free(p); }
 };
 
 struct packed_quant final : derived_layout {
@@ -52,7 +57,7 @@ struct packed_quant final : derived_layout {
     size_t chunk_bytes = 0;   // CB: the quants of one block of 16 rows
     size_t pair_bytes = 0;    // 64 + 2 CB
     size_t group_bytes = 0;   // nblk / 2 pairs
-    std::unique_ptr<uint8_t, aligned_free> data;
+    std::unique_ptr<uint8_t, host_deleter> data;
     int64_t groups() const { return (n + rows_per_group - 1) / rows_per_group; }
 };
 
@@ -90,6 +95,23 @@ struct packed_acts {
 
 #if defined(TANDEM_QUANT_AVX512)
 
+// Into L2 (prefetcht1): a group's pair stream prefetched into L1 evicted the lines still being computed on.
+inline void prefetch_line(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
+
+// acc + dpbusd(w, the 4 bytes at x4 broadcast to every lane), the broadcast embedded in the instruction's memory
+// operand ({1to16}): GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32, one extra instruction per dpbusd.
+inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* x4) {
+#if defined(__GNUC__)
+    using i32_alias = int32_t __attribute__((may_alias));
+    asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const i32_alias*>(x4)));
+    return acc;
+#else
+    int32_t v;
+    std::memcpy(&v, x4, 4);
+    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(v));
+#endif
+}
+
 // One block of a group against MB activation rows: acc[mb] (lane r = weight row r) += dw * dx * dot.
 template <dtype T, int MB>
 inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packed_acts& x, int64_t m0, int64_t b,
@@ -109,18 +131,15 @@ inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packe
     // The zero-masking forms with a full mask: the plain ones trip GCC 12's -Wuninitialized (bug 105593).
     constexpr __mmask16 all = 0xffff;
     const __m512 dw = _mm512_maskz_cvtph_ps(all, _mm256_load_si256(reinterpret_cast<const __m256i*>(scales)));
-    constexpr int32_t offset = T == dtype::q4_0 ? 8 : 128;
     for (int mb = 0; mb < MB; ++mb) {
         const size_t row = size_t(m0 + mb) * size_t(x.nblk) + size_t(b);
         const int8_t* xq = x.q + row * qk;
-        // Two chains of four dpbusd each: half the latency of one chain of eight.
-        __m512i a0 = _mm512_set1_epi32(offset * x.s[row]), a1 = _mm512_setzero_si512();
+        // Two chains of four dpbusd each: half the latency of one chain of eight. The first starts from the
+        // weights' offset times the activation sum (x.s holds it, see matmul_packed).
+        __m512i a0 = _mm512_set1_epi32(x.s[row]), a1 = _mm512_setzero_si512();
         for (int j = 0; j < 8; j += 2) {
-            int32_t x0, x1;
-            std::memcpy(&x0, xq + 4 * j, 4);
-            std::memcpy(&x1, xq + 4 * j + 4, 4);
-            a0 = _mm512_dpbusd_epi32(a0, w[j], _mm512_set1_epi32(x0));
-            a1 = _mm512_dpbusd_epi32(a1, w[j + 1], _mm512_set1_epi32(x1));
+            a0 = dpbusd_bcast(a0, w[j], xq + 4 * j);
+            a1 = dpbusd_bcast(a1, w[j + 1], xq + 4 * j + 4);
         }
         const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(x.d[row]));
         acc[mb] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_add_epi32(a0, a1)), scale, acc[mb]);
@@ -128,20 +147,20 @@ inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packe
 }
 
 // Rows 16g .. 16g + 15 (those below n) of MB output rows from m0.
-// next: the group to prefetch alongside (nullptr: none), pair by pair, so that its lines come from DRAM while this
-// group computes; without it the first pass over a group of a multi-row tile ran at compute speed with the memory
+// ahead: prefetch the bytes this far ahead of each pair (0: none), up to end (this thread's range), so that the
+// lines come from DRAM while this group computes; without it a multi-row pass ran at compute speed with the memory
 // idle, and a 5-row verification pass cost about the sum of its memory and compute times instead of their max.
 template <dtype T, int MB>
 void group_tile(const packed_quant& p, int64_t g, const packed_acts& x, int64_t m0, float* out, int64_t ldo,
-                const uint8_t* next) {
+                size_t ahead, const uint8_t* end) {
     const uint8_t* grp = p.data.get() + size_t(g) * p.group_bytes;
     __m512 acc[MB];
     for (auto& a : acc) a = _mm512_setzero_ps();
     for (int64_t b = 0; b < p.nblk; b += 2) {
         const uint8_t* pair = grp + size_t(b / 2) * p.pair_bytes;
-        if (next != nullptr) {
-            const uint8_t* np = next + size_t(b / 2) * p.pair_bytes;
-            for (size_t l = 0; l < p.pair_bytes; l += 64) _mm_prefetch(reinterpret_cast<const char*>(np + l), _MM_HINT_T0);
+        if (ahead != 0 && pair + ahead < end) {
+            const uint8_t* np = pair + ahead;
+            for (size_t l = 0; l < p.pair_bytes; l += 64) prefetch_line(np + l);
         }
         block_tile<T, MB>(pair, pair + 64, x, m0, b, acc);
         block_tile<T, MB>(pair + 32, pair + 64 + p.chunk_bytes, x, m0, b + 1, acc);
@@ -154,14 +173,14 @@ void group_tile(const packed_quant& p, int64_t g, const packed_acts& x, int64_t 
 // Rows m0 .. m0 + mb - 1 (mb <= max_tile) against group g.
 template <dtype T>
 void group_pass(const packed_quant& p, int64_t g, const packed_acts& x, int64_t m0, int64_t mb, float* out,
-                const uint8_t* next) {
+                size_t ahead, const uint8_t* end) {
     switch (mb) {
-        case 6: return group_tile<T, 6>(p, g, x, m0, out, p.n, next);
-        case 5: return group_tile<T, 5>(p, g, x, m0, out, p.n, next);
-        case 4: return group_tile<T, 4>(p, g, x, m0, out, p.n, next);
-        case 3: return group_tile<T, 3>(p, g, x, m0, out, p.n, next);
-        case 2: return group_tile<T, 2>(p, g, x, m0, out, p.n, next);
-        default: return group_tile<T, 1>(p, g, x, m0, out, p.n, next);
+        case 6: return group_tile<T, 6>(p, g, x, m0, out, p.n, ahead, end);
+        case 5: return group_tile<T, 5>(p, g, x, m0, out, p.n, ahead, end);
+        case 4: return group_tile<T, 4>(p, g, x, m0, out, p.n, ahead, end);
+        case 3: return group_tile<T, 3>(p, g, x, m0, out, p.n, ahead, end);
+        case 2: return group_tile<T, 2>(p, g, x, m0, out, p.n, ahead, end);
+        default: return group_tile<T, 1>(p, g, x, m0, out, p.n, ahead, end);
     }
 }
 
@@ -171,15 +190,19 @@ void run_groups(thread_pool& pool, const packed_quant& p, const packed_acts& x, 
     // the 32 registers), the rows spread evenly over the passes: 5 rows take one pass, not 4 + 1.
     constexpr int64_t max_tile = 6;
     const int64_t passes = (m + max_tile - 1) / max_tile;
+    // From 3 rows up a pass computes long enough per line that the hardware prefetcher alone leaves the memory
+    // idle part of the time: software prefetch 4 KiB ahead (into L2) let a 3-row pass take about as long as a
+    // 1-row one at 2 threads (22 against 38 ms for the 1.1B shape). For 1-2 rows it only added traffic: a 1-thread
+    // GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance.
+    const size_t ahead = m >= 3 ? 4096 : 0;
     pool.parallel_for(p.groups(), grain(rows_per_group * p.k * m), [&](int64_t g0, int64_t g1) {
+        const uint8_t* end = p.data.get() + size_t(g1) * p.group_bytes;
         for (int64_t g = g0; g < g1; ++g) {
-            // All activation rows against one group while its weights are hot in L1/L2; the first pass prefetches
-            // the next group of this thread's range.
-            // (Not for 1-2 rows: their passes keep up with the memory's own prefetching, and measured no faster.)
-            const uint8_t* next = m >= 3 && g + 1 < g1 ? p.data.get() + size_t(g + 1) * p.group_bytes : nullptr;
-            for (int64_t i = 0, m0 = 0; i < passes; ++i, next = nullptr) {
+            // All activation rows against one group while its weights are hot in L1/L2; the first pass
+            // prefetches ahead in this thread's range.
+            for (int64_t i = 0, m0 = 0; i < passes; ++i) {
                 const int64_t mb = (m - m0) / (passes - i);
-                group_pass<T>(p, g, x, m0, mb, out, next);
+                group_pass<T>(p, g, x, m0, mb, out, i == 0 ? ahead : 0, end);
                 m0 += mb;
             }
         }
@@ -204,8 +227,7 @@ std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor
     p->pair_bytes = 64 + 2 * p->chunk_bytes;
     p->group_bytes = size_t(p->nblk / 2) * p->pair_bytes;
     const size_t bytes = p->group_bytes * size_t(p->groups());
-    p->data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)));
-    if (!p->data) throw error(TANDEM_ERR_BACKEND, "out of host memory packing a " + std::to_string(bytes) + "-byte weight");
+    p->data.reset(static_cast<uint8_t*>(host_alloc(bytes)));
     const auto* src = w.host<const uint8_t>();
     const packed_quant& pr = *p;
     pool.parallel_for(pr.groups(), grain(rows_per_group * pr.k), [&](int64_t g0, int64_t g1) {
@@ -235,10 +257,14 @@ bool matmul_packed(thread_pool& pool, const derived_layout& l, const tensor& x, 
     auto* d = reinterpret_cast<float*>(scratch.data() + q_bytes);
     auto* s = reinterpret_cast<int32_t*>(scratch.data() + q_bytes + v_bytes);
     const float* xp = x.host<const float>();
+    // The weights' unsigned bytes are the values plus this offset; block_tile starts each dot product from
+    // offset * (-sum of the activation bytes), which quantize_row's negated sums give after one multiply.
+    const int32_t offset = p->type == dtype::q4_0 ? 8 : 128;
     pool.parallel_for(m, grain(k * 4), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const size_t at = size_t(r * p->nblk);
             quantize_row(quant_path::avx512, xp + r * k, q + at * qk, d + at, s + at, real_blocks);
+            for (int64_t b = 0; b < real_blocks; ++b) s[at + size_t(b)] *= offset;
             if (real_blocks < p->nblk) {
                 std::memset(q + (at + size_t(real_blocks)) * qk, 0, qk);
                 d[at + size_t(real_blocks)] = 0.f;

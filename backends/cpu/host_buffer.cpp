@@ -1,23 +1,38 @@
 // Host buffers and the memory half of the CPU backends.
 #include "backends/cpu/host_buffer.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <new>
+#include <string>
 
 #include "engine/error.h"
 
 namespace tandem {
 
-host_buffer::host_buffer(size_t bytes) : size_(bytes), owned_(true) {
-    const size_t rounded = (bytes + 63) / 64 * 64;
-    data_ = std::aligned_alloc(64, rounded ? rounded : 64);
-    if (!data_) throw error(TANDEM_ERR_BACKEND, "out of host memory allocating " + std::to_string(bytes) + " bytes");
-    std::memset(data_, 0, rounded ? rounded : 64);
+void* host_alloc(size_t bytes) {
+    constexpr size_t huge = size_t(2) << 20;
+    const size_t align = bytes >= huge ? huge : 64;
+    const size_t rounded = std::max<size_t>((bytes + align - 1) / align * align, 64);
+    void* p = std::aligned_alloc(align, rounded);
+    if (p == nullptr) throw error(TANDEM_ERR_BACKEND, "out of host memory allocating " + std::to_string(bytes) + " bytes");
+#if defined(MADV_HUGEPAGE)
+    if (align == huge) madvise(p, rounded, MADV_HUGEPAGE);  // a hint; 4 KiB pages work too
+#endif
+    return p;
+}
+
+void host_free(void* p) { std::free(p); }
+
+host_buffer::host_buffer(size_t bytes) : data_(host_alloc(bytes)), size_(bytes), owned_(true) {
+    std::memset(data_, 0, std::max<size_t>((bytes + 63) / 64 * 64, 64));
 }
 
 host_buffer::host_buffer(const void* data, size_t bytes) : data_(const_cast<void*>(data)), size_(bytes) {}
 
 host_buffer::~host_buffer() {
-    if (owned_) std::free(data_);
+    if (owned_) host_free(data_);
 }
 
 std::unique_ptr<buffer> host_memory_backend::alloc(size_t bytes) { return std::make_unique<host_buffer>(bytes); }
