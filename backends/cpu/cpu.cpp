@@ -152,7 +152,7 @@ class cpu_backend final : public host_memory_backend {
     // path; the copy replaces the original for matmul only.
     bool prepare_weight(const tensor& w) override {
         if (w.buf == nullptr) return false;
-        auto l = cpu::pack_quant(*pool_, w);
+        auto l = cpu::pack_quant(*pool_, arena_, w);
         if (!l) return false;
         w.buf->attach_layout(w, std::move(l));
         return true;
@@ -413,6 +413,7 @@ class cpu_backend final : public host_memory_backend {
     }
 
     std::unique_ptr<thread_pool> pool_;
+    host_arena arena_;  // prepared weight layouts
 };
 
 }  // namespace

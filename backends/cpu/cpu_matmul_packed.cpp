@@ -46,10 +46,6 @@ namespace {
 
 constexpr int rows_per_group = 16;
 
-struct host_deleter {
-    void operator()(uint8_t* p) const { host_free(p); }
-};
-
 struct packed_quant final : derived_layout {
     dtype type = dtype::q4_0;
     int64_t k = 0, n = 0;
@@ -57,7 +53,7 @@ struct packed_quant final : derived_layout {
     size_t chunk_bytes = 0;   // CB: the quants of one block of 16 rows
     size_t pair_bytes = 0;    // 64 + 2 CB
     size_t group_bytes = 0;   // nblk / 2 pairs
-    std::unique_ptr<uint8_t, host_deleter> data;
+    std::shared_ptr<uint8_t> data;  // from the backend's host_arena
     int64_t groups() const { return (n + rows_per_group - 1) / rows_per_group; }
 };
 
@@ -213,7 +209,7 @@ void run_groups(thread_pool& pool, const packed_quant& p, const packed_acts& x, 
 
 }  // namespace
 
-std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor& w) {
+std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, host_arena& arena, const tensor& w) {
 #if defined(TANDEM_QUANT_AVX512)
     if ((w.type != dtype::q4_0 && w.type != dtype::q8_0) || chosen_path() != quant_path::avx512) return nullptr;
     if (w.ne[0] % qk != 0 || w.ne[0] == 0 || w.nrows() == 0 || w.buf == nullptr || w.buf->host_ptr() == nullptr)
@@ -227,7 +223,7 @@ std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor
     p->pair_bytes = 64 + 2 * p->chunk_bytes;
     p->group_bytes = size_t(p->nblk / 2) * p->pair_bytes;
     const size_t bytes = p->group_bytes * size_t(p->groups());
-    p->data.reset(static_cast<uint8_t*>(host_alloc(bytes)));
+    p->data = arena.alloc(bytes);
     const auto* src = w.host<const uint8_t>();
     const packed_quant& pr = *p;
     pool.parallel_for(pr.groups(), grain(rows_per_group * pr.k), [&](int64_t g0, int64_t g1) {
@@ -236,6 +232,7 @@ std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor
     return p;
 #else
     (void)pool;
+    (void)arena;
     (void)w;
     return nullptr;
 #endif

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/host_buffer.h"
 #include "backends/cpu/thread_pool.h"
 
 namespace tandem::cpu {
@@ -34,7 +35,7 @@ void get_rows_quant(thread_pool& pool, const tensor& table, const int32_t* ids, 
 // cpu_matmul_packed.cpp: Q8_0 / Q4_0 weights with rows interleaved in groups of 16 for the AVX512-VNNI path
 // (backend::prepare_weight). pack_quant: the layout, or nullptr where w's type or the chosen path has none.
 // matmul_packed: out = x w^T through such a layout; false (nothing done) when l is not one.
-std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, const tensor& w);
+std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, host_arena& arena, const tensor& w);
 bool matmul_packed(thread_pool& pool, const derived_layout& l, const tensor& x, const tensor& out);
 
 // cpu_matmul_kquant.cpp: Q4_K / Q6_K weights read super-block by super-block (activations quantized to Q8_K-like
