@@ -8,11 +8,14 @@
 // the fma latency never serialises the loop.
 //   *_row:   one output row n per work-item, reading GGUF blocks in place (scale assembled from bytes: devices
 //            without cl_khr_fp16, PoCL among them, have no hardware half conversion: ~20 scalar instructions
-//            a block, as much as the vector work). CPU devices; Q8_0 always, Q4_0 when not prepared.
+//            a block, as much as the vector work). Unprepared weights on CPU devices.
 //   *_split: Q4_0 on the layout backend::prepare_weight derives (split_q4_0 below): all quants first, runs of
 //            4 blocks byte-interleaved so that one uint16 load and shifts give all 128 nibbles (no widening per
 //            block), then one f32 scale per block: no half decode left, for 2 more bytes per block. PoCL runs
 //            a work-group as a loop over work-items, so a group of rows is one contiguous stream either way.
+//   *_wide:  Q8_0 prepared likewise (widen_q8_0): 36-byte blocks with an f32 scale in front of the quants, one
+//            stream; 0.47-0.52 of the read limit became 0.61-0.85 (a split copy with the scales in a second
+//            array had measured slower from DRAM).
 //   *_wg:    one work-group of WGS work-items per output row, each taking every WGS-th block, then a local-memory
 //            reduction (GPUs: neighbouring work-items read neighbouring blocks). The original layout.
 // Measured on PoCL 3.1 / 2-vCPU Zen 5 (loaded), ratio to bench_read_f32_chunked timed in the same run (fastest
@@ -126,6 +129,41 @@ __kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __glob
         if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
 }
 
+// Q8_0 in the wide layout (widen_q8_0): 36-byte blocks, an f32 scale then the 32 quants, so that no half decode
+// is left in the loop (PoCL has no hardware half conversion: the two scales of a pair of 34-byte blocks cost
+// ~40 scalar instructions against ~16 vector ones for their 64 quants).
+__kernel void mul_mv_q8_0_f32_wide(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
+                                   __global uchar* out, ulong out_off, int K, int N, int M) {
+    const int n = get_global_id(0);
+    const int m0 = get_global_id(1) * MV_ROWS;
+    if (n >= N || m0 >= M) return;
+    const int nb = K / QK;
+    __global const uchar* wr = w + w_off + (size_t)n * nb * 36;
+    __global const float* xr[MV_ROWS];
+    float16 a0[MV_ROWS], a1[MV_ROWS];
+    for (int r = 0; r < MV_ROWS; ++r) {
+        xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;  // rows past M recompute the last one
+        a0[r] = (float16)(0.f);
+        a1[r] = (float16)(0.f);
+    }
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __global const uchar* b0 = wr + (size_t)i * 36;
+        const float d0 = *(__global const float*)b0, d1 = *(__global const float*)(b0 + 36);
+        for (int r = 0; r < MV_ROWS; ++r) {
+            a0[r] = fma((float16)d0, block_dot(b0 + 4, xr[r] + i * QK, 0), a0[r]);
+            a1[r] = fma((float16)d1, block_dot(b0 + 40, xr[r] + (i + 1) * QK, 0), a1[r]);
+        }
+    }
+    if (i < nb) {
+        __global const uchar* b0 = wr + (size_t)i * 36;
+        const float d0 = *(__global const float*)b0;
+        for (int r = 0; r < MV_ROWS; ++r) a0[r] = fma((float16)d0, block_dot(b0 + 4, xr[r] + i * QK, 0), a0[r]);
+    }
+    for (int r = 0; r < MV_ROWS; ++r)
+        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
+}
+
 inline void mul_mv_q_wg(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
                         __global uchar* out, ulong out_off, int K, int N, int M, __local float* part,
                         const int is_q4) {
@@ -195,4 +233,16 @@ __kernel void split_q4_0(__global const uchar* w, ulong w_off, __global uchar* d
         vstore16(vload16(0, src + 2), b, dst);
     }
     VIEW(float, dst, s_off)[b] = block_scale(src);
+}
+
+// The wide layout of a Q8_0 weight (mul_mv_q8_0_f32_wide): block b as its scale in f32 at dst + 36 b, then its
+// 32 quants. One work-item per block.
+__kernel void widen_q8_0(__global const uchar* w, ulong w_off, __global uchar* dst, ulong dst_off, ulong blocks) {
+    const size_t b = get_global_id(0);
+    if (b >= blocks) return;
+    __global const uchar* src = w + w_off + b * Q8_0_BYTES;
+    __global uchar* o = dst + dst_off + b * 36;
+    *(__global float*)o = block_scale(src);
+    vstore16(vload16(0, src + 2), 0, o + 4);
+    vstore16(vload16(1, src + 2), 0, o + 20);
 }

@@ -4,10 +4,10 @@
 // rows (M < tune().gemm_min_rows) take the matrix-vector kernels ("row" on CPU devices, "wg" on GPUs); more rows
 // take the matrix-matrix kernels ("dot" on CPU devices, "tiled" on GPUs, env TANDEM_OPENCL_MM). CLBlast has no
 // quantized GEMM, so TANDEM_OPENCL_GEMM does not apply here.
-// prepare_weight gives Q4_0 weights on CPU devices a second, "split" copy for the GEMV (quants in interleaved runs
-// of 4 blocks, then f32 scales; kernels/mul_mv_quant.cl says why and what it measured): ~1.1x the weight's bytes
-// more memory, since get_rows, matmul_t and the GEMM kernels still read the original. Q8_0 keeps its GGUF blocks:
-// a split Q8_0 copy measured slower from DRAM on PoCL (0.50 of the read limit against 0.8), though faster in cache.
+// prepare_weight gives Q4_0 and Q8_0 weights on CPU devices a second copy for the GEMV, without half-precision
+// scales (kernels/mul_mv_quant.cl says why and what it measured): Q4_0 "split" (quants in interleaved runs of 4
+// blocks, then f32 scales, ~1.1x the weight's bytes), Q8_0 "wide" (36-byte blocks with an f32 scale, ~1.06x).
+// get_rows, matmul_t and the GEMM kernels still read the original.
 #include <memory>
 #include <string>
 
@@ -37,19 +37,27 @@ struct split_layout final : derived_layout {
 }  // namespace
 
 bool opencl_backend::prepare_weight(const tensor& w) {
-    // The split layout only pays where the GEMV is one row per work-item (PoCL and other CPU devices).
-    if (w.buf == nullptr || w.type != dtype::q4_0 || tune_.gemv != gemv_variant::row) return false;
+    // The split / wide layouts only pay where the GEMV is one row per work-item (PoCL and other CPU devices).
+    if (w.buf == nullptr || (w.type != dtype::q4_0 && w.type != dtype::q8_0) || tune_.gemv != gemv_variant::row)
+        return false;
     const int64_t blocks = w.nelements() / 32;
-    const size_t scales_offset = size_t(blocks) * 16, bytes = scales_offset + size_t(blocks) * 4;
+    const bool q4 = w.type == dtype::q4_0;
+    const size_t scales_offset = q4 ? size_t(blocks) * 16 : 0;
+    const size_t bytes = q4 ? scales_offset + size_t(blocks) * 4 : size_t(blocks) * 36;
     if (blocks == 0 || (dev_.max_alloc > 0 && bytes > dev_.max_alloc)) return false;  // an optimisation only
     auto l = std::make_shared<split_layout>();
     l->mem = alloc(bytes);
     l->scales_offset = cl_ulong(scales_offset);
-    cl_kernel kern = kernel("mul_mv_quant.cl", "split_q4_0", mv_defines(1, tune_.gemv_wgs));  // decode's build
-    set_args(kern, arg(w), arg(tensor{l->mem.get(), scales_offset, dtype::q4_0, w.ne}), cl_ulong(blocks),
-             dim(w.ne[0] / 32, "prepare_weight"));
+    const char* name = q4 ? "split_q4_0" : "widen_q8_0";
+    cl_kernel kern = kernel("mul_mv_quant.cl", name, mv_defines(1, tune_.gemv_wgs));  // decode's build
+    if (q4) {
+        set_args(kern, arg(w), arg(tensor{l->mem.get(), scales_offset, dtype::q4_0, w.ne}), cl_ulong(blocks),
+                 dim(w.ne[0] / 32, "prepare_weight"));
+    } else {
+        set_args(kern, arg(w), arg(tensor{l->mem.get(), 0, dtype::q8_0, w.ne}), cl_ulong(blocks));
+    }
     const size_t global[1] = {size_t(blocks)}, local[1] = {0};
-    launch(kern, "split_q4_0", 1, global, local);
+    launch(kern, name, 1, global, local);
     w.buf->attach_layout(w, std::move(l));
     return false;  // the GEMM kernels (M >= gemm_min_rows), get_rows and matmul_t still read w's own bytes
 }
@@ -65,13 +73,15 @@ void opencl_backend::matmul_quant(const tensor& w, const tensor& x, const tensor
 
     if (M < tune_.gemm_min_rows) {
         const bool row = tune_.gemv == gemv_variant::row;
-        const auto layout = row && w.type == dtype::q4_0 ? w.buf->layout(w) : nullptr;
+        const auto layout = row && (w.type == dtype::q4_0 || w.type == dtype::q8_0) ? w.buf->layout(w) : nullptr;
         const auto* split = dynamic_cast<const split_layout*>(layout.get());
-        const std::string name = "mul_mv_" + q + "_f32_" + (split ? "split" : row ? "row" : "wg");
+        const char* variant = split ? (w.type == dtype::q4_0 ? "split" : "wide") : row ? "row" : "wg";
+        const std::string name = "mul_mv_" + q + "_f32_" + variant;
         const size_t wgs = tune_.gemv_wgs;
         const int rows = M == 1 ? 1 : k_mv_rows;  // one program each; a short last pass recomputes a row
         cl_kernel kern = kernel(mv_file, name.c_str(), mv_defines(rows, wgs));
-        // The split kernels take (split copy, offset of its scales) where the others take (w, w_off).
+        // The split kernels take (split copy, offset of its scales) where the others take (w, w_off); the wide
+        // kernel takes (wide copy, 0).
         const tensor wt = split ? tensor{split->mem.get(), size_t(split->scales_offset), w.type, w.ne} : w;
         set_args(kern, arg(wt), arg(x), arg(out), k, n, m);
         const size_t groups_m = size_t((M + rows - 1) / rows);
