@@ -55,37 +55,55 @@ inline float16 block_dot(__global const uchar* q, __global const float* xb, cons
     return fma(hi, vload16(1, xb), lo * vload16(0, xb));
 }
 
-// One output row n per work-item for the MV_ROWS x rows from m0, GGUF blocks read in place.
-inline void mul_mv_q_row(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
-                         __global uchar* out, ulong out_off, int K, int N, int M, const int is_q4) {
-    const int n = get_global_id(0);
-    const int m0 = get_global_id(1) * MV_ROWS;
-    if (n >= N || m0 >= M) return;
-    const int nb = K / QK, bb = is_q4 ? Q4_0_BYTES : Q8_0_BYTES;
-    __global const uchar* wr = w + w_off + (size_t)n * nb * bb;
-    __global const float* xr[MV_ROWS];
-    float16 a0[MV_ROWS], a1[MV_ROWS];
+// The MV_ROWS activation rows from m0 (rows past M recompute the last one) and their zeroed accumulators.
+inline void mv_rows_init(__global const float** xr, float16* a0, float16* a1, __global const uchar* x, ulong x_off,
+                         int m0, int M, int K) {
     for (int r = 0; r < MV_ROWS; ++r) {
-        xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;  // rows past M recompute the last one
+        xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;
         a0[r] = (float16)(0.f);
         a1[r] = (float16)(0.f);
     }
+}
+
+// Output row n of the activation rows from m0 that exist.
+inline void mv_rows_store(__global uchar* out, ulong out_off, const float16* a0, const float16* a1, int m0, int M,
+                          int N, int n) {
+    for (int r = 0; r < MV_ROWS; ++r)
+        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
+}
+
+// A block's scale: fp16 bits at its start (GGUF), or an f32 (the wide Q8_0 layout, widen_q8_0).
+inline float mv_scale(__global const uchar* b, const int wide) {
+    return wide ? *(__global const float*)b : block_scale(b);
+}
+
+// One output row n per work-item for the MV_ROWS x rows from m0, blocks read in place: GGUF Q8_0 / Q4_0, or
+// (wide) Q8_0 as 36-byte blocks with an f32 scale in front of the quants.
+inline void mul_mv_q_row(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
+                         __global uchar* out, ulong out_off, int K, int N, int M, const int is_q4, const int wide) {
+    const int n = get_global_id(0);
+    const int m0 = get_global_id(1) * MV_ROWS;
+    if (n >= N || m0 >= M) return;
+    const int nb = K / QK, bb = wide ? 36 : is_q4 ? Q4_0_BYTES : Q8_0_BYTES, qo = wide ? 4 : 2;
+    __global const uchar* wr = w + w_off + (size_t)n * nb * bb;
+    __global const float* xr[MV_ROWS];
+    float16 a0[MV_ROWS], a1[MV_ROWS];
+    mv_rows_init(xr, a0, a1, x, x_off, m0, M, K);
     int i = 0;
     for (; i + 1 < nb; i += 2) {
         __global const uchar* b0 = wr + (size_t)i * bb;
-        const float d0 = block_scale(b0), d1 = block_scale(b0 + bb);
+        const float d0 = mv_scale(b0, wide), d1 = mv_scale(b0 + bb, wide);
         for (int r = 0; r < MV_ROWS; ++r) {
-            a0[r] = fma((float16)d0, block_dot(b0 + 2, xr[r] + i * QK, is_q4), a0[r]);
-            a1[r] = fma((float16)d1, block_dot(b0 + bb + 2, xr[r] + (i + 1) * QK, is_q4), a1[r]);
+            a0[r] = fma((float16)d0, block_dot(b0 + qo, xr[r] + i * QK, is_q4), a0[r]);
+            a1[r] = fma((float16)d1, block_dot(b0 + bb + qo, xr[r] + (i + 1) * QK, is_q4), a1[r]);
         }
     }
     if (i < nb) {
         __global const uchar* b0 = wr + (size_t)i * bb;
-        const float d0 = block_scale(b0);
-        for (int r = 0; r < MV_ROWS; ++r) a0[r] = fma((float16)d0, block_dot(b0 + 2, xr[r] + i * QK, is_q4), a0[r]);
+        const float d0 = mv_scale(b0, wide);
+        for (int r = 0; r < MV_ROWS; ++r) a0[r] = fma((float16)d0, block_dot(b0 + qo, xr[r] + i * QK, is_q4), a0[r]);
     }
-    for (int r = 0; r < MV_ROWS; ++r)
-        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
+    mv_rows_store(out, out_off, a0, a1, m0, M, N, n);
 }
 
 // Q4_0 in the split layout (split_q4_0): w holds the quants from byte 0, the f32 scales from byte s_off. Each
@@ -101,11 +119,7 @@ __kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __glob
     __global const float* s = CVIEW(float, w, s_off) + (size_t)n * nb;
     __global const float* xr[MV_ROWS];
     float16 a0[MV_ROWS], a1[MV_ROWS];
-    for (int r = 0; r < MV_ROWS; ++r) {
-        xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;  // rows past M recompute the last one
-        a0[r] = (float16)(0.f);
-        a1[r] = (float16)(0.f);
-    }
+    mv_rows_init(xr, a0, a1, x, x_off, m0, M, K);
     int i = 0;
     for (; i + 3 < nb; i += 4) {
         const uint16 v = vload16(0, (__global const uint*)(q + (size_t)i * (QK / 2)));
@@ -125,8 +139,7 @@ __kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __glob
     for (; i < nb; ++i)
         for (int r = 0; r < MV_ROWS; ++r)
             a0[r] = fma((float16)s[i], block_dot(q + (size_t)i * (QK / 2), xr[r] + i * QK, 1), a0[r]);
-    for (int r = 0; r < MV_ROWS; ++r)
-        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
+    mv_rows_store(out, out_off, a0, a1, m0, M, N, n);
 }
 
 // Q8_0 in the wide layout (widen_q8_0): 36-byte blocks, an f32 scale then the 32 quants, so that no half decode
@@ -134,34 +147,7 @@ __kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __glob
 // ~40 scalar instructions against ~16 vector ones for their 64 quants).
 __kernel void mul_mv_q8_0_f32_wide(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
                                    __global uchar* out, ulong out_off, int K, int N, int M) {
-    const int n = get_global_id(0);
-    const int m0 = get_global_id(1) * MV_ROWS;
-    if (n >= N || m0 >= M) return;
-    const int nb = K / QK;
-    __global const uchar* wr = w + w_off + (size_t)n * nb * 36;
-    __global const float* xr[MV_ROWS];
-    float16 a0[MV_ROWS], a1[MV_ROWS];
-    for (int r = 0; r < MV_ROWS; ++r) {
-        xr[r] = CVIEW(float, x, x_off) + (size_t)min(m0 + r, M - 1) * K;  // rows past M recompute the last one
-        a0[r] = (float16)(0.f);
-        a1[r] = (float16)(0.f);
-    }
-    int i = 0;
-    for (; i + 1 < nb; i += 2) {
-        __global const uchar* b0 = wr + (size_t)i * 36;
-        const float d0 = *(__global const float*)b0, d1 = *(__global const float*)(b0 + 36);
-        for (int r = 0; r < MV_ROWS; ++r) {
-            a0[r] = fma((float16)d0, block_dot(b0 + 4, xr[r] + i * QK, 0), a0[r]);
-            a1[r] = fma((float16)d1, block_dot(b0 + 40, xr[r] + (i + 1) * QK, 0), a1[r]);
-        }
-    }
-    if (i < nb) {
-        __global const uchar* b0 = wr + (size_t)i * 36;
-        const float d0 = *(__global const float*)b0;
-        for (int r = 0; r < MV_ROWS; ++r) a0[r] = fma((float16)d0, block_dot(b0 + 4, xr[r] + i * QK, 0), a0[r]);
-    }
-    for (int r = 0; r < MV_ROWS; ++r)
-        if (m0 + r < M) VIEW(float, out, out_off)[(size_t)(m0 + r) * N + n] = hsum16(a0[r] + a1[r]);
+    mul_mv_q_row(w, w_off, x, x_off, out, out_off, K, N, M, 0, 1);
 }
 
 inline void mul_mv_q_wg(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
@@ -194,12 +180,12 @@ inline void mul_mv_q_wg(__global const uchar* w, ulong w_off, __global const uch
 
 __kernel void mul_mv_q8_0_f32_row(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
                                   __global uchar* out, ulong out_off, int K, int N, int M) {
-    mul_mv_q_row(w, w_off, x, x_off, out, out_off, K, N, M, 0);
+    mul_mv_q_row(w, w_off, x, x_off, out, out_off, K, N, M, 0, 0);
 }
 
 __kernel void mul_mv_q4_0_f32_row(__global const uchar* w, ulong w_off, __global const uchar* x, ulong x_off,
                                   __global uchar* out, ulong out_off, int K, int N, int M) {
-    mul_mv_q_row(w, w_off, x, x_off, out, out_off, K, N, M, 1);
+    mul_mv_q_row(w, w_off, x, x_off, out, out_off, K, N, M, 1, 0);
 }
 
 __kernel __attribute__((reqd_work_group_size(WGS, 1, 1)))
