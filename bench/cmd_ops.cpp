@@ -68,7 +68,9 @@ action add_ops(CLI::App& app) {
         "limit for memory-bound cases (GEMV, attention, element-wise ops) and the baseline's median time / the "
         "case's median time for GEMMs (GFLOP/s relative to OpenBLAS or CLBlast SGEMM of the same f32 shape, "
         "whatever the weight type). Limits: cpu and cpu_ref use the CPU's read bandwidth at --threads (machine.h); "
-        "opencl and vulkan their device's own read kernel (kernels/bench_read.cl, shaders/bench_read.comp). Cases "
+        "opencl and vulkan their device's own read kernel (kernels/bench_read.cl, shaders/bench_read.comp), "
+        "measured once for the run and again in a short burst just before and just after each memory-bound case "
+        "(the case's `limit` is the mean of those two). Cases "
         "a backend does not support (backend::supports) are listed as unsupported. cpu_ref (the naive oracle) is "
         "left out unless --with-ref or named in --backend.");
     cmd->add_flag("--support", o->support, "Print the op x type x backend support matrix (markdown) and exit");
@@ -163,10 +165,13 @@ action add_ops(CLI::App& app) {
         const size_t read_bytes = size_t(read_mib) << 20;
         const double cold_bytes = o->smoke ? 0.0 : double(o->cold_mib << 20);
         rep.meta()["cold_bytes"] = cold_bytes;
+        // The CPU's 2-thread bandwidth here changes mode (~30 or ~50 GB/s) from one minute to the next, so besides
+        // these run-wide limits every memory-bound case is compared with the read bandwidth measured just before
+        // and just after it (read_now).
+        thread_team team(threads);
+        bandwidth_array arr(read_bytes, team, true);
         double cpu_read = 0;
         {
-            thread_team team(threads);
-            bandwidth_array arr(read_bytes, team, true);
             const repeat_policy rp{1, policy.min_seconds, std::max(policy.max_runs, 3), std::min(3, policy.max_runs)};
             const timing t = measure_bandwidth(mem_kernel::read, arr, team, threads, rp);
             const double b = mem_kernel_bytes(mem_kernel::read, arr);
@@ -188,6 +193,17 @@ action add_ops(CLI::App& app) {
                 limits.add({bb.name, r.why_not, nullptr, nullptr, nullptr, 0});
             }
         }
+        // The backend's read bandwidth now (GB/s, median of a short burst), 0 when it has no read kernel.
+        const repeat_policy burst{1, 0.2, 5, 3};
+        auto read_now = [&](const bench_backend& bb) -> double {
+            if (o->smoke || bb.read_gbps <= 0) return bb.read_gbps;
+            if (bb.name == "cpu" || bb.name == "cpu_ref") {
+                const timing t = measure_bandwidth(mem_kernel::read, arr, team, threads, burst);
+                return mem_kernel_bytes(mem_kernel::read, arr) / t.median / 1e9;
+            }
+            const baseline_result r = device_read(*bb.b, read_bytes, burst);
+            return r.t ? r.bytes / r.t->median / 1e9 : bb.read_gbps;
+        };
 
         // ---- the cases ----
         auto& base = rep.add_table("baselines", "BLAS baselines at the matmul shapes (f32, same run)",
@@ -256,7 +272,9 @@ action add_ops(CLI::App& app) {
                     }
                     // Memory-bound cases rotate over enough staged copies to exceed the last-level cache (a Q4_0
                     // 4096 x 4096 GEMV reads 9 MiB: timed on one copy it would run from a 32 MiB L3).
-                    const int copies = pc.bound == test::perf_bound::memory
+                    const bool memory_bound = pc.bound == test::perf_bound::memory;
+                    const double read_before = memory_bound ? read_now(bb) : 0.0;
+                    const int copies = memory_bound
                                            ? int(std::clamp(double(cold_bytes) / pc.bytes, 1.0, 64.0))
                                            : 1;
                     std::vector<std::unique_ptr<test::staged_case>> staged;
@@ -275,7 +293,8 @@ action add_ops(CLI::App& app) {
                             ratio = *b / tm.median;
                         }
                     } else if (bb.read_gbps > 0) {
-                        vs = bb.read_what, limit = bb.read_gbps, ratio = gbps / bb.read_gbps;
+                        const double around = 0.5 * (read_before + read_now(bb));
+                        vs = bb.read_what, limit = around, ratio = gbps / around;
                     }
                     row({ms(tm.min), ms(tm.median), ms(tm.max), int64_t(tm.seconds.size()), gbps, gflops, vs, limit,
                          ratio, ref ? "ok (checked)" : "ok"});
@@ -294,8 +313,10 @@ action add_ops(CLI::App& app) {
             }
         }
         t.note(
-            "ratio: GB/s / the backend's read limit (memory-bound cases), or the f32 BLAS baseline's time / this "
-            "time at the same shape (GEMM: `vs` names the library). Limits and baselines: the tables above.");
+            "ratio: GB/s / the backend's read limit (memory-bound cases: `limit` is its read kernel's median over a "
+            "short burst just before and one just after the case, averaged, since the 2-thread bandwidth of a "
+            "shared VM changes mode between minutes), or the f32 BLAS baseline's time / this time at the same "
+            "shape (GEMM: `vs` names the library). Run-wide limits and baselines: the tables above.");
         rep.write(o->out);
         if (failures) std::fprintf(stderr, "tandem-bench ops: %d case(s) failed or threw\n", failures);
         return failures ? 1 : 0;
