@@ -26,6 +26,7 @@
 #include "engine/quantize.h"
 #include "engine/quantize_model.h"
 #include "engine/synth.h"
+#include "tests/common/backend_check.h"
 #include "tests/common/test_util.h"
 
 #if !TANDEM_WITH_VULKAN
@@ -36,11 +37,9 @@ namespace {
 
 using test::scoped_env;
 
-struct host_tensor {
-    dtype type = dtype::f32;
-    std::array<int64_t, 4> ne{1, 1, 1, 1};
-    std::vector<uint8_t> bytes;
-};
+using test::host_tensor;
+using test::max_error_at;
+using test::op_fn;
 
 host_tensor f32_tensor(std::mt19937_64& g, int64_t k, int64_t rows) {
     std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -84,37 +83,6 @@ host_tensor random_blocks(std::mt19937_64& g, dtype t, int64_t k, int64_t rows) 
 
 host_tensor zeros(int64_t k, int64_t rows) {
     return {dtype::f32, {k, rows, 1, 1}, std::vector<uint8_t>(size_t(k * rows) * 4)};
-}
-
-using op_fn = std::function<void(backend&, const std::vector<tensor>&)>;
-
-// Runs op on cpu_ref and on dut with args[i] placed at byte offsets[i] of its own buffer; the worst |ref - dut| over
-// output `out` (+inf for a NaN on one side only).
-double max_error_at(backend& dut, const std::vector<host_tensor>& args, const std::vector<size_t>& offsets, int out,
-                    const op_fn& op) {
-    auto ref = make_backend("cpu_ref");
-    std::vector<std::unique_ptr<buffer> > bufs[2];
-    std::vector<tensor> ts[2];
-    backend* bes[2] = {ref.get(), &dut};
-    for (int s = 0; s < 2; ++s) {
-        for (size_t i = 0; i < args.size(); ++i) {
-            bufs[s].push_back(bes[s]->alloc(offsets[i] + args[i].bytes.size() + 12));
-            bes[s]->upload(*bufs[s].back(), offsets[i], args[i].bytes.data(), args[i].bytes.size());
-            ts[s].push_back(tensor{bufs[s].back().get(), offsets[i], args[i].type, args[i].ne});
-        }
-        op(*bes[s], ts[s]);
-    }
-    dut.synchronize();
-    const size_t o = size_t(out), n = args[o].bytes.size() / 4;
-    std::vector<float> a(n), b(n);
-    ref->download(*bufs[0][o], offsets[o], a.data(), n * 4);
-    dut.download(*bufs[1][o], offsets[o], b.data(), n * 4);
-    double worst = 0;
-    for (size_t i = 0; i < n; ++i) {
-        if (std::isnan(a[i]) != std::isnan(b[i])) return INFINITY;
-        if (!std::isnan(a[i])) worst = std::max(worst, double(std::fabs(a[i] - b[i])));
-    }
-    return worst;
 }
 
 // Every decode is exact in f32 (shaders/include/kquant.glsl), so only the order of the f32 sums differs from
@@ -176,7 +144,7 @@ TEST_P(vulkan_kquant, matmul_offsets_and_shapes) {
             ++i;
             const double err =
                 max_error_at(*be_, {quantized(g_, wt, s.k, s.n), f32_tensor(g_, s.k, s.m), zeros(s.n, s.m)},
-                             {w_off, x_off, 16}, 2, matmul_op);
+                             {w_off, x_off, 16}, {2}, matmul_op);
             EXPECT_LE(err, tolerance(s.k))
                 << trace("matmul_" + std::string(dtype_name(wt)) + "_f32 K=" + std::to_string(s.k) +
                          " N=" + std::to_string(s.n) + " M=" + std::to_string(s.m) + " w at byte " +
@@ -195,7 +163,7 @@ TEST_P(vulkan_kquant, rows_past_the_loop_limit) {
         for (auto [k, m] : {std::pair<int64_t, int64_t>{5242880, 1}, {2621440, 9}}) {
             if (m > 1 && staging_path()) continue;
             const double err = max_error_at(*be_, {random_blocks(g_, wt, k, 3), f32_tensor(g_, k, m), zeros(3, m)},
-                                            {16, 16, 16}, 2, matmul_op);
+                                            {16, 16, 16}, {2}, matmul_op);
             EXPECT_LE(err, tolerance(k)) << trace("matmul_" + std::string(dtype_name(wt)) +
                                                   "_f32 K=" + std::to_string(k) + " N=3 M=" + std::to_string(m));
         }
@@ -211,7 +179,7 @@ TEST_P(vulkan_kquant, splits_forced_by_a_small_loop_budget) {
         for (int64_t m : {1, 9, 17}) {
             for (int64_t k : {2560, 4096}) {
                 const double err = max_error_at(*small, {quantized(g_, wt, k, 5), f32_tensor(g_, k, m), zeros(5, m)},
-                                                {18, 16, 16}, 2, matmul_op);
+                                                {18, 16, 16}, {2}, matmul_op);
                 EXPECT_LE(err, tolerance(k)) << trace("split-K matmul_" + std::string(dtype_name(wt)) +
                                                       " K=" + std::to_string(k) + " M=" + std::to_string(m));
             }
@@ -229,7 +197,7 @@ TEST_P(vulkan_kquant, get_rows_bit_exact) {
             std::memcpy(hi.bytes.data(), ids.data(), 16);
             const host_tensor table = quantized(g_, wt, k, rows);
             for (size_t off : {16, 18, 22}) {
-                EXPECT_EQ(max_error_at(*be_, {table, hi, zeros(k, 4)}, {off, 16, 16}, 2,
+                EXPECT_EQ(max_error_at(*be_, {table, hi, zeros(k, 4)}, {off, 16, 16}, {2},
                                        [](backend& b, const std::vector<tensor>& t) { b.get_rows(t[0], t[1], t[2]); }),
                           0)
                     << trace("get_rows_" + std::string(dtype_name(wt)) + "_f32 K=" + std::to_string(k) +
@@ -257,14 +225,14 @@ TEST(vulkan_kquant_validation, shaders_report_no_errors) {
             for (int64_t m : {1, 9}) {
                 for (size_t x_off : {16, 20}) {  // texel and storage activations (CPU family)
                     EXPECT_LE(max_error_at(*be, {quantized(g, wt, 512, 7), f32_tensor(g, 512, m), zeros(7, m)},
-                                           {18, x_off, 16}, 2, matmul_op),
+                                           {18, x_off, 16}, {2}, matmul_op),
                               tolerance(512))
                         << config << " " << dtype_name(wt) << " M=" << m;
                 }
             }
             host_tensor ids{dtype::i32, {2, 1, 1, 1}, std::vector<uint8_t>(8, 0)};
             ids.bytes[0] = 4;
-            EXPECT_EQ(max_error_at(*be, {quantized(g, wt, 256, 5), ids, zeros(256, 2)}, {18, 16, 16}, 2,
+            EXPECT_EQ(max_error_at(*be, {quantized(g, wt, 256, 5), ids, zeros(256, 2)}, {18, 16, 16}, {2},
                                    [](backend& b, const std::vector<tensor>& t) { b.get_rows(t[0], t[1], t[2]); }),
                       0);
         }
