@@ -47,7 +47,13 @@ void with_pairs(int nr, F&& f) {
 template <typename CT>
 void transpose_in(const CT* x, int64_t stride, int64_t len, int64_t d, float* t, int64_t ld) {
     for (int64_t i = 0; i < d; ++i) std::fill(t + i * ld + len, t + (i + 1) * ld, 0.f);
-    for (int64_t j = 0; j < len; ++j) {
+    int64_t j0 = 0;
+    // Head sizes that are a multiple of 8 (all in practice) move in 8 x 8 blocks, the rest of the run one by one.
+    if (d % 8 == 0) {
+        for (; j0 + 8 <= len; j0 += 8)
+            for (int64_t i = 0; i < d; i += 8) simd::transpose_8x8(x + j0 * stride + i, stride, t + i * ld + j0, ld);
+    }
+    for (int64_t j = j0; j < len; ++j) {
         const CT* r = x + j * stride;
         for (int64_t i = 0; i < d; ++i) t[i * ld + j] = simd::to_f32(r[i]);
     }
@@ -125,11 +131,52 @@ void rows_by_rows(const float* const* a, const CT* x, int64_t stride, int64_t n,
     for (; i0 < d; i0 += simd::width) rows_by_rows_chunk<NR, 1>(a, x, stride, n, i0, y);
 }
 
+#if defined(__AVX512F__)
+// y[i] = the sum of the lanes of v[i], for 8 vectors: each folded to 256 bits, then two rounds of pairwise horizontal
+// adds and one across the halves (about 25 instructions instead of 8 separate reductions of ~8).
+inline void store_sums8(const __m512* v, float* y) {
+    __m256 h[8];
+    for (int i = 0; i < 8; ++i) h[i] = _mm256_add_ps(simd::low_half(v[i]), simd::high_half(v[i]));
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(h[4], h[5]), _mm256_hadd_ps(h[6], h[7]));
+    _mm256_storeu_ps(y, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
+}
+
+// rows_by_tile_t below for R (1 or 2) rows and 8 values of D from i0: 8 R accumulators, each tile vector loaded once
+// for the R rows, each a_r vector once for the 8 values.
+template <int R>
+void rows_by_tile_t8(const float* const* a, const float* t, int64_t ld, int64_t n, int64_t i0, float* const* y) {
+    using namespace simd;
+    vf acc[R][8];
+    for (auto& r : acc)
+        for (auto& v : r) v = zero();
+    for (int64_t j = 0; j < n; j += width) {
+        vf av[R];
+        for (int r = 0; r < R; ++r) av[r] = load(a[r] + j);
+        for (int i = 0; i < 8; ++i) {
+            const vf tv = load(t + (i0 + i) * ld + j);
+            for (int r = 0; r < R; ++r) acc[r][i] = fma(av[r], tv, acc[r][i]);
+        }
+    }
+    for (int r = 0; r < R; ++r) store_sums8(acc[r], y[r] + i0);
+}
+#endif
+
 // y_r[i] = sum_{j < n} a_r[j] * t[i][j] (n a multiple of the width): the same product from the transposed tile, for
 // head sizes that are not a multiple of the width.
 template <int NR>
 void rows_by_tile_t(const float* const* a, const float* t, int64_t ld, int64_t n, int64_t d, float* const* y) {
     using namespace simd;
+#if defined(__AVX512F__)
+    if (d % 8 == 0) {  // 8-wide heads under AVX-512 (stories260K): rows in pairs, D in eights
+        for (int64_t i0 = 0; i0 < d; i0 += 8) {
+            int r = 0;
+            for (; r + 2 <= NR; r += 2) rows_by_tile_t8<2>(a + r, t, ld, n, i0, y + r);
+            if (r < NR) rows_by_tile_t8<1>(a + r, t, ld, n, i0, y + r);
+        }
+        return;
+    }
+#endif
     for (int64_t i = 0; i < d; ++i) {
         vf acc[NR];
         for (auto& v : acc) v = zero();
@@ -215,21 +262,49 @@ void softmax_row(float* s, int64_t len, int64_t n, float scale) {
     std::fill(s + len, s + n, 0.f);
 }
 
+// The forward's softmax, left unnormalised: s[j] = exp(s[j] - max) over the slots the row sees (scores already
+// scaled), 0 for the others up to n (a multiple of the width). Only j < run and the n_tree offsets tree[]
+// (increasing, in [run, len)) are seen, or all j < len without a tree (run = len). Returns 1 / the sum, which the
+// caller applies to the row's d outputs rather than to its n weights.
+float softmax_weights(float* s, int64_t run, const int32_t* tree, int64_t n_tree, int64_t len, int64_t n) {
+    using namespace simd;
+    constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+    // exp(-inf - max) is 0: the slots the row does not see drop out of the max, the sum and the output.
+    std::fill(s + len, s + n, neg_inf);
+    for (int64_t k = 0, at = run; at < len; ++k) {
+        const int64_t next = k < n_tree ? tree[k] : len;
+        std::fill(s + at, s + next, neg_inf);
+        at = next + 1;
+    }
+    vf mv = set1(neg_inf);
+    for (int64_t j = 0; j < n; j += width) mv = simd::max(mv, load(s + j));
+    const vf shift = set1(-reduce_max(mv));
+    vf sum = zero();
+    for (int64_t j = 0; j < n; j += width) {
+        const vf e = simd::exp(add(load(s + j), shift));
+        store(s + j, e);
+        sum = add(sum, e);
+    }
+    const float total = reduce_add(sum);
+    return total > 0.f ? 1.f / total : 0.f;
+}
+
 struct heads {
     int64_t d, hq, hkv, group, stride;  // stride: elements per K/V row (d * hkv)
     float scale;
 };
 
-// One forward work item: query rows [t0, t1) of group g (increasing kv_len) against kv head kvh.
+// One forward work item: query rows [t0, t1) of group g (increasing window) against kv head kvh.
 template <typename CT>
 void forward_tile(const heads& H, const float* q, const CT* k, const CT* v, float* out, const run_group& g, int64_t kvh,
                   int64_t t0, int64_t t1, std::vector<float>& scratch) {
     const int64_t d = H.d, len = g.lens[size_t(t1 - 1)], ld = padded(len);
     const bool along_d = d % simd::width == 0;  // else the output is read from a transposed V tile too
-    scratch.resize(size_t(ld * (d * (along_d ? 1 : 2) + pair_block)));
+    scratch.resize(size_t(ld * (d * (along_d ? 1 : 2) + pair_block) + pair_block * d));
     float* kt = scratch.data();
     float* vt = kt + d * ld;
     float* s = vt + (along_d ? 0 : d * ld);  // [pair_block][ld]
+    float* qs = s + pair_block * ld;         // [pair_block][d]: the block's query rows, scaled
     const int64_t first = g.begin * H.stride + kvh * d;
     transpose_in(k + first, H.stride, len, d, kt, ld);
     if (!along_d) transpose_in(v + first, H.stride, len, d, vt, ld);
@@ -239,19 +314,30 @@ void forward_tile(const heads& H, const float* q, const CT* k, const CT* v, floa
         const float* x[pair_block];
         float* a[pair_block];
         float* y[pair_block];
-        int64_t lens[pair_block];
+        int64_t rows[pair_block];
         for (int r = 0; r < nr; ++r) {
             const int64_t t = t0 + (p0 + r) / H.group, h = kvh * H.group + (p0 + r) % H.group;
             const int64_t off = (g.rows[size_t(t)] * H.hq + h) * d;
-            x[r] = q + off, y[r] = out + off, a[r] = s + r * ld, lens[r] = g.lens[size_t(t)];
+            // Scores come out scaled: the scale is applied to the d query values instead of the scores.
+            for (int64_t i = 0; i < d; ++i) qs[r * d + i] = q[off + i] * H.scale;
+            x[r] = qs + r * d, y[r] = out + off, a[r] = s + r * ld, rows[r] = t;
         }
-        const int64_t lb = lens[nr - 1], lbp = padded(lb);  // the block's longest row (rows are sorted by length)
+        const int64_t lb = g.lens[size_t(rows[nr - 1])], lbp = padded(lb);  // the block's longest window
         with_pairs(nr, [&](auto c) { rows_by_tile<decltype(c)::value>(x, kt, ld, d, lbp, s, ld); });
-        for (int r = 0; r < nr; ++r) softmax_row(a[r], lens[r], lbp, H.scale);
+        float inv[pair_block];
+        for (int r = 0; r < nr; ++r) {
+            const size_t t = size_t(rows[r]);
+            const bool tree = !g.runs.empty();
+            const int64_t at = tree ? g.tree_at[t] : 0;
+            inv[r] = softmax_weights(a[r], tree ? g.runs[t] : g.lens[t], g.tree.data() + at,
+                                     tree ? g.tree_at[t + 1] - at : 0, g.lens[t], lbp);
+        }
         if (along_d)
             with_pairs(nr, [&](auto c) { rows_by_rows<decltype(c)::value>(a, v + first, H.stride, lb, d, y); });
         else
             with_pairs(nr, [&](auto c) { rows_by_tile_t<decltype(c)::value>(a, vt, ld, lbp, d, y); });
+        for (int r = 0; r < nr; ++r)
+            for (int64_t i = 0; i < d; ++i) y[r][i] *= inv[r];
     }
 }
 
@@ -370,6 +456,69 @@ std::vector<run_group> group_runs(const int32_t* meta, int64_t m_rows, int64_t m
         g.begin = meta[4 * order[i]], g.len = meta[4 * order[e - 1] + 1];
         if (int64_t(e - i) >= min_rows && d * padded(g.len) <= max_tile_elements) {
             for (size_t r = i; r < e; ++r) g.rows.push_back(order[r]), g.lens.push_back(meta[4 * order[r] + 1]);
+            groups.push_back(std::move(g));
+        }
+        i = e;
+    }
+    return groups;
+}
+
+std::vector<run_group> group_windows(const int32_t* meta, int64_t m_rows, const int32_t* tree,
+                                     const int64_t* tree_begin, int64_t min_rows, int64_t d) {
+    struct row_window {
+        int64_t row, begin, run, len;
+    };
+    std::vector<row_window> order;
+    std::vector<int32_t> offsets;  // every joining row's tree offsets, sorted per row
+    std::vector<int64_t> offsets_at(size_t(m_rows) + 1, 0);
+    for (int64_t m = 0; m < m_rows; ++m) {
+        offsets_at[size_t(m)] = int64_t(offsets.size());
+        const int64_t begin = meta[4 * m], run = meta[4 * m + 1];
+        const int32_t* t = tree + tree_begin[m];
+        const int64_t n_tree = tree_begin[m + 1] - tree_begin[m];
+        // A row that sees nothing keeps the per-row path (zero output); a row with no run may carry any begin.
+        if ((run == 0 && n_tree == 0) || begin < 0) continue;
+        const int64_t limit = run + std::max<int64_t>(run, 256);
+        const size_t at = offsets.size();
+        bool joins = true;
+        for (int64_t k = 0; k < n_tree && joins; ++k) {
+            const int64_t off = int64_t(t[k]) - begin;
+            joins = off >= run && off < limit;
+            offsets.push_back(int32_t(off));
+        }
+        std::sort(offsets.begin() + int64_t(at), offsets.end());
+        // A slot seen twice (cpu_ref counts it twice) leaves the row to the per-row path, which does the same.
+        joins = joins && std::adjacent_find(offsets.begin() + int64_t(at), offsets.end()) == offsets.end();
+        if (!joins) {
+            offsets.resize(at);
+            continue;
+        }
+        order.push_back({m, begin, run, n_tree > 0 ? int64_t(offsets.back()) + 1 : run});
+    }
+    offsets_at[size_t(m_rows)] = int64_t(offsets.size());
+    // By start, then window: each group's rows come out in increasing window.
+    std::stable_sort(order.begin(), order.end(), [](const row_window& a, const row_window& b) {
+        return a.begin != b.begin ? a.begin < b.begin : a.len < b.len;
+    });
+    std::vector<run_group> groups;
+    for (size_t i = 0; i < order.size();) {
+        size_t e = i;
+        while (e < order.size() && order[e].begin == order[i].begin) ++e;
+        run_group g;
+        g.begin = order[i].begin, g.len = order[e - 1].len;
+        if (int64_t(e - i) >= min_rows && d * padded(g.len) <= max_tile_elements) {
+            bool any_tree = false;
+            for (size_t r = i; r < e; ++r) any_tree = any_tree || order[r].run != order[r].len;
+            for (size_t r = i; r < e; ++r) {
+                const row_window& w = order[r];
+                g.rows.push_back(w.row), g.lens.push_back(w.len);
+                if (!any_tree) continue;
+                g.runs.push_back(w.run);
+                if (g.tree_at.empty()) g.tree_at.push_back(0);
+                g.tree.insert(g.tree.end(), offsets.begin() + offsets_at[size_t(w.row)],
+                              offsets.begin() + offsets_at[size_t(w.row) + 1]);
+                g.tree_at.push_back(int64_t(g.tree.size()));
+            }
             groups.push_back(std::move(g));
         }
         i = e;

@@ -47,16 +47,26 @@ void matmul_kquant(thread_pool& pool, const tensor& w, const tensor& x, const te
 void attention(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache, const tensor& meta,
                const tensor& slots, const attention_params& p, const tensor& out);
 
-// cpu_attention_block.cpp: query rows that read one contiguous key run from its start (no tree walk), grouped by
-// that start: prefill chunks and training batches. rows are in increasing kv_len (lens[i] is rows[i]'s); len is the
-// longest run.
+// cpu_attention_block.cpp: query rows that read one contiguous key run from its start, grouped by that start:
+// prefill chunks and training batches (no tree walk), and the rows of a token tree under verification, which see
+// their session's prefix plus the nodes on their walk, stored just past it. Each row sees the slots
+// [begin, begin + runs[i]) and begin + tree offsets; lens[i] is its window (one past the last slot it sees) and rows
+// are in increasing window; len is the longest window. Without tree walks runs is empty (runs == lens).
 struct run_group {
     int64_t begin = 0, len = 0;
     std::vector<int64_t> rows, lens;
+    std::vector<int64_t> runs;
+    std::vector<int32_t> tree;     // row i's tree offsets (increasing, all in [runs[i], lens[i])): tree[tree_at[i],
+    std::vector<int64_t> tree_at;  // tree_at[i + 1]); both empty without tree walks
 };
-// The groups of at least min_rows such rows, leaving out runs too long for the tiled kernels (head size d). meta
-// {4, m_rows} already validated.
+// The groups of at least min_rows such rows without a tree walk, leaving out runs too long for the tiled kernels
+// (head size d). meta {4, m_rows} already validated.
 std::vector<run_group> group_runs(const int32_t* meta, int64_t m_rows, int64_t min_rows, int64_t d);
+// The same for rows with or without a tree walk: row m's walk slots are tree[tree_begin[m], tree_begin[m + 1])
+// (meta and walks already validated). A row joins when its walk slots are distinct, past its run and at most
+// max(run, 256) slots beyond it, so that its window stays about what it sees; other rows are left out.
+std::vector<run_group> group_windows(const int32_t* meta, int64_t m_rows, const int32_t* tree,
+                                     const int64_t* tree_begin, int64_t min_rows, int64_t d);
 // attention() for the rows of `groups` only (other rows of out are left alone).
 void attention_grouped(thread_pool& pool, const tensor& q, const tensor& k_cache, const tensor& v_cache,
                        const std::vector<run_group>& groups, float scale, const tensor& out);

@@ -1,6 +1,9 @@
 // attention cases: causal prefill chains, decode rows, token trees (random parent arrays, also split over
-// two passes with walk-only entries), and ragged batches of several sessions in one call, over head sizes
-// 8/64/128, GQA ratios 1/2/4, f32 and f16 caches and contexts up to 2000 slots.
+// two passes with walk-only entries), ragged batches of several sessions in one call, and verification batches
+// (per session a pending chain and a draft tree stored just past it, as batch_verifier lays them out), over head
+// sizes 4/8/24/64/128, GQA ratios 1/2/4, f32 and f16 caches and contexts up to 2000 slots. Head sizes that are not a
+// multiple of the cpu backend's vector width (4, 8 and 24 under AVX-512) take its tiled kernels for tree rows too.
+#include <algorithm>
 #include <cmath>
 
 #include "tests/backend_ops/cases.h"
@@ -13,8 +16,9 @@ namespace {
 struct head_config {
     int64_t d, hq, hkv;
 };
-// Head sizes 8 / 64 / 128 against GQA ratios 1, 2 and 4.
-const head_config heads[] = {{8, 2, 2}, {64, 4, 2}, {128, 4, 1}, {64, 8, 8}, {8, 8, 2}};
+// Head sizes 4 / 8 / 24 / 64 / 128 against GQA ratios 1, 2 and 4 (8 x 8 over 4 is stories260K's).
+const head_config heads[] = {{8, 2, 2}, {64, 4, 2}, {128, 4, 1}, {64, 8, 8},
+                             {8, 8, 2}, {8, 8, 4},  {4, 4, 2},   {24, 6, 3}};
 
 std::string variant(const char* kind, dtype cache) {
     return "attention_" + std::string(kind) + "_" + std::string(dtype_name(cache));
@@ -110,8 +114,54 @@ void ragged(backend_ops& t, dtype cache) {
     }
 }
 
+// Verification batches: per session a pending chain (usually the one token the target produced last pass), then a
+// draft tree in the slots just past it, whose nodes see the prefix and their own walk; one to six sessions per call.
+// Then rows the cpu backend's tiled kernels must leave to its per-row path, in the same call: a walk slot inside the
+// row's own run (cpu_ref counts such a slot twice), a walk slot far past the run, and one slot twice on a walk.
+void verify_batch(backend_ops& t, dtype cache) {
+    for (const auto& h : heads) {
+        for (int rep = 0; rep < 4; ++rep) {
+            attention_rows rows;
+            const int64_t n_sessions = t.random().integer(1, 6);
+            int64_t base = t.random().integer(0, 40);
+            for (int64_t sidx = 0; sidx < n_sessions; ++sidx) {
+                const int64_t committed = t.random().integer(0, 300);
+                const int64_t pending = t.random().integer(0, 3) == 0 ? t.random().integer(2, 12) : 1;
+                const int64_t nodes = t.random().integer(1, 24);
+                rows.add_chain(base, committed, pending);
+                rows.add_tree(t.random(), base, committed + pending, nodes, 8, sidx % 2 == 1);
+                base += committed + pending + nodes + t.random().integer(0, 20);
+            }
+            int64_t n_slots = base + 1;
+            if (rep >= 2) {
+                const int64_t m = rows.size();
+                rows.push_meta(0, 20, m, -1);  // its own slot 5 is inside its run [0, 20)
+                rows.slots.push_back(5);
+                rows.push_meta(0, 10, m + 1, -1);  // its own slot 500 is far past its run [0, 10)
+                rows.slots.push_back(500);
+                rows.push_meta(0, 30, m + 2, attention_rows::walk_ref(int64_t(rows.walk_slots.size())));
+                rows.slots.push_back(40);  // ... and its parent, a walk-only entry, sits on the same slot 40
+                for (int64_t v : {int64_t(0), int64_t(0), int64_t(-1), int64_t(-1)})
+                    rows.walk_meta.push_back(int32_t(v));
+                rows.walk_slots.push_back(40);
+                n_slots = std::max<int64_t>(n_slots, 501);
+            }
+            t.check(
+                attention_case(t.random(), variant("verify", cache), {h.d, h.hq, h.hkv, n_slots, cache, 2.f}, rows));
+        }
+    }
+}
+
 }  // namespace
 
+TEST_P(backend_ops, attention_verify_f32) {
+    TANDEM_SKIP_UNSUPPORTED(op::attention, dtype::f32);
+    verify_batch(*this, dtype::f32);
+}
+TEST_P(backend_ops, attention_verify_f16) {
+    TANDEM_SKIP_UNSUPPORTED(op::attention, dtype::f16);
+    verify_batch(*this, dtype::f16);
+}
 TEST_P(backend_ops, attention_prefill_f32) {
     TANDEM_SKIP_UNSUPPORTED(op::attention, dtype::f32);
     prefill(*this, dtype::f32);
