@@ -1,8 +1,10 @@
 // matmul for the cpu backend: out[M, N] = x[M, K] * w[N, K]^T.
 // f32 weights with many rows (prefill) go to OpenBLAS SGEMM; decode, verification batches and f16 weights
 // use our own kernel, parallel over output columns n, reading each weight row once per register tile of
-// activation rows.
+// activation rows. f32 weights with short rows (small models) take a panel kernel for every batch of rows.
 #include <cblas.h>
+
+#include <algorithm>
 
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/cpu_simd.h"
@@ -112,6 +114,88 @@ void matmul_own(thread_pool& pool, const WT* w, const float* x, float* out, int6
     });
 }
 
+// f32 weights with rows of at most panel_max_k (small models: stories260K has k = 64 and 172) against two or more
+// activation rows. With k that short, SGEMM's packing, its pass zeroing C and its spinning threads cost more than
+// the products (a 396-row verification pass of stories260K: OpenBLAS about half of the pass), and matmul_own's
+// horizontal sums at the end of every tile are a large part of its k/width steps. Here each work item packs the
+// weights of panel_n output columns once, {k, panel_n}, and multiplies panel_mr activation rows at a time by
+// broadcasting x[r][kk] against whole vectors of the panel: 2 x panel_mr accumulators, no horizontal sums.
+constexpr int64_t panel_max_k = 256;
+constexpr int64_t panel_n = 2 * simd::width;
+#if defined(__AVX512F__)
+constexpr int panel_mr = 8;  // 16 accumulators + 2 panel vectors + 1 broadcast of the 32 registers
+#else
+constexpr int panel_mr = 6;  // 12 + 2 + 1 of the 16 AVX2 registers
+#endif
+
+// panel[kk][c] = w[n0 + c][kk] for c < cols, 0 for cols <= c < panel_n.
+void pack_panel(const float* w, int64_t k, int64_t n0, int64_t cols, float* panel) {
+    int64_t c = 0;
+    if (k % 8 == 0) {
+        for (; c + 8 <= cols; c += 8)
+            for (int64_t kk = 0; kk < k; kk += 8)
+                simd::transpose_8x8(w + (n0 + c) * k + kk, k, panel + kk * panel_n + c, panel_n);
+    }
+    for (; c < panel_n; ++c)
+        for (int64_t kk = 0; kk < k; ++kk) panel[kk * panel_n + c] = c < cols ? w[(n0 + c) * k + kk] : 0.f;
+}
+
+// out[r][c] = sum_kk x[r][kk] * panel[kk][c] for r < MR, c < cols; x rows k apart, out rows ldo apart.
+template <int MR>
+void panel_tile(const float* x, int64_t k, const float* panel, float* out, int64_t ldo, int64_t cols) {
+    using namespace simd;
+    vf acc[MR][2];
+    for (auto& a : acc) a[0] = a[1] = zero();
+    for (int64_t kk = 0; kk < k; ++kk) {
+        const vf w0 = load(panel + kk * panel_n), w1 = load(panel + kk * panel_n + width);
+        for (int r = 0; r < MR; ++r) {
+            const vf xv = set1(x[r * k + kk]);
+            acc[r][0] = fma(xv, w0, acc[r][0]);
+            acc[r][1] = fma(xv, w1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; ++r) {
+        if (cols == panel_n) {
+            store(out + r * ldo, acc[r][0]);
+            store(out + r * ldo + width, acc[r][1]);
+        } else {
+            alignas(64) float t[panel_n];
+            store(t, acc[r][0]);
+            store(t + width, acc[r][1]);
+            std::copy(t, t + cols, out + r * ldo);
+        }
+    }
+}
+
+// panel_tile for m <= MR rows (the last block of a batch).
+template <int MR>
+void panel_block(const float* x, int64_t k, const float* panel, float* out, int64_t ldo, int64_t cols, int64_t m) {
+    if (m == MR) return panel_tile<MR>(x, k, panel, out, ldo, cols);
+    if constexpr (MR > 1) panel_block<MR - 1>(x, k, panel, out, ldo, cols, m);
+}
+
+void matmul_panels(thread_pool& pool, const float* w, const float* x, float* out, int64_t k, int64_t n, int64_t m) {
+    const int64_t n_panels = (n + panel_n - 1) / panel_n, n_blocks = (m + panel_mr - 1) / panel_mr;
+    // Items are (panel, run of row blocks), panel-major: a few panels (kv projections: one) still give every
+    // thread work; each item packs its panel once.
+    const int64_t runs = std::clamp<int64_t>((int64_t(pool.size()) * 4 + n_panels - 1) / n_panels, 1, n_blocks);
+    const int64_t per_run = (n_blocks + runs - 1) / runs;
+    pool.parallel_for(n_panels * runs, grain(per_run * panel_mr * panel_n * k / 8), [&](int64_t i0, int64_t i1) {
+        alignas(64) float panel[panel_max_k * panel_n];
+        int64_t packed = -1;
+        for (int64_t i = i0; i < i1; ++i) {
+            const int64_t p = i / runs, b0 = (i % runs) * per_run, b1 = std::min(n_blocks, b0 + per_run);
+            const int64_t n0 = p * panel_n, cols = std::min(panel_n, n - n0);
+            if (p != packed) pack_panel(w, k, n0, cols, panel), packed = p;
+            for (int64_t b = b0; b < b1; ++b) {
+                const int64_t r0 = b * panel_mr;
+                panel_block<panel_mr>(x + r0 * k, k, panel, out + r0 * n + n0, n, cols,
+                                      std::min<int64_t>(panel_mr, m - r0));
+            }
+        }
+    });
+}
+
 }  // namespace
 
 void set_blas_threads(int n) { openblas_set_num_threads(n); }
@@ -127,6 +211,7 @@ void matmul(thread_pool& pool, const tensor& w, const tensor& x, const tensor& o
     }
     switch (w.type) {
         case dtype::f32:
+            if (m > 1 && k <= panel_max_k) return matmul_panels(pool, w.host<const float>(), xp, op, k, n, m);
             if (m < blas_min_rows) return matmul_own(pool, w.host<const float>(), xp, op, k, n, m);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(m), blasint(n), blasint(k), 1.f, xp,
                         blasint(k), w.host<const float>(), blasint(k), 0.f, op, blasint(n));

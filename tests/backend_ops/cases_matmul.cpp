@@ -38,6 +38,18 @@ TEST_P(backend_ops, matmul_f16_f32) {
     sweep(*this, dtype::f16);
 }
 
+// f32 weights with short rows against verification-batch row counts (the cpu backend's panel kernel takes k <= 256
+// from two rows on): many row blocks split over the threads, partial panels, and k on both sides of that limit.
+TEST_P(backend_ops, matmul_f32_f32_batches) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f32);
+    for (int64_t k : {64, 172, 256, 257}) {
+        for (int64_t n : {32, 33, 172, 512}) {
+            const arg w = random_arg(random(), dtype::f32, {k, n, 1, 1});
+            for (int64_t m : {65, 130, 396}) check(matmul_case(random(), w, m));
+        }
+    }
+}
+
 // Weights handed over the way the model loader does it: wrap_host on memory the caller keeps alive.
 TEST_P(backend_ops, matmul_f16_f32_wrap_host) {
     TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::f16);
