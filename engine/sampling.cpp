@@ -40,10 +40,24 @@ float rng::uniform() { return float(next() >> 40) * (1.0f / 16777216.0f); }
 
 int32_t argmax(std::span<const float> logits) {
     TANDEM_ASSERT(!logits.empty());
-    int32_t best = 0;
-    for (size_t i = 1; i < logits.size(); ++i)
-        if (logits[i] > logits[size_t(best)]) best = int32_t(i);
-    return best;
+    // The largest value in 16 independent running maxima (one is a chain of dependent compares, the cost of a
+    // verification pass's argmax over every node's logits; this loop vectorises), then the first index holding it:
+    // the first maximum, as a single strict compare finds it. NaNs never win, unless logits[0] is one (then 0).
+    const float* x = logits.data();
+    const size_t n = logits.size();
+    if (std::isnan(x[0])) return 0;
+    constexpr size_t lanes = 16;
+    float lane[lanes];
+    std::fill(lane, lane + lanes, x[0]);
+    size_t i = 0;
+    for (; i + lanes <= n; i += lanes)
+        for (size_t j = 0; j < lanes; ++j) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    float best = x[0];
+    for (float v : lane) best = v > best ? v : best;
+    for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+    size_t at = 0;
+    while (x[at] != best) ++at;
+    return int32_t(at);
 }
 
 sampler::sampler(const sampling_params& p) : p_(p), rng_(p.seed) {

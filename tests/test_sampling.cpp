@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <random>
 
 #include "engine/error.h"
 #include "engine/sampling.h"
@@ -28,6 +29,28 @@ TEST(sampling, greedy_is_first_argmax) {
     sampler s(plain(0.f));
     EXPECT_EQ(s.sample(k_logits, {}), 1);  // tokens 1 and 3 tie: the first wins
     EXPECT_EQ(argmax(k_logits), 1);
+}
+
+// argmax scans in independent lanes: ties across lanes and lane blocks, NaNs and every tail length must give the
+// first maximum, as one strict compare from the front does.
+TEST(sampling, argmax_is_the_first_maximum_of_a_plain_scan) {
+    std::mt19937 gen(7);
+    auto scan = [](const std::vector<float>& x) {
+        int32_t best = 0;
+        for (size_t i = 1; i < x.size(); ++i)
+            if (x[i] > x[size_t(best)]) best = int32_t(i);
+        return best;
+    };
+    for (size_t n : {1, 2, 15, 16, 17, 31, 32, 33, 100, 512, 1001}) {
+        for (int rep = 0; rep < 20; ++rep) {
+            std::vector<float> x(n);
+            for (float& v : x) v = float(int(gen() % 9)) - 4.f;  // few distinct values: many ties
+            if (rep % 4 == 1) x[gen() % n] = NAN;
+            if (rep % 4 == 2) x[gen() % n] = -0.f;
+            if (rep == 3) x[0] = NAN;
+            EXPECT_EQ(argmax(x), scan(x)) << "n=" << n << " rep=" << rep;
+        }
+    }
 }
 
 TEST(sampling, distribution_is_softmax_at_temperature) {
