@@ -19,12 +19,25 @@ scheduler::~scheduler() {
 }
 
 uint32_t scheduler::verify(verify_job& job) {
-    entry e{&job};
+    entry e;
+    e.job = &job;
     std::unique_lock lock(mu_);
     queue_.push_back(&e);
-    queued_.notify_all();
-    finished_.wait(lock, [&] { return e.finished; });
+    // The worker waits for a first request, then for a full batch (or its deadline): only those wake it, not every
+    // arrival (64 edges would wake it 64 times per pass to find the batch still filling). During a pass it is not
+    // waiting (it looks at the queue when the pass is done), and the pass may evict the queued sequences, which
+    // batch_full() reads.
+    if (!in_pass_ && (queue_.size() == 1 || batch_full())) queued_.notify_all();
+    e.done.wait(lock, [&] { return e.finished; });
     return e.batch;
+}
+
+bool scheduler::batch_full() const {
+    if (stop_ || int64_t(queue_.size()) >= std::max<int64_t>(streams_, 1)) return true;
+    if (int64_t(queue_.size()) >= cfg_.max_batch_sessions) return true;
+    int64_t rows = 0;
+    for (const entry* e : queue_) rows += bv_.rows_for(*e->job->seq, e->job->tree->size());
+    return rows >= cfg_.token_budget;
 }
 
 void scheduler::exclusive(const std::function<void(batch_verifier&)>& f) {
@@ -57,14 +70,7 @@ void scheduler::loop() {
         if (queue_.empty()) return;  // stopping, nothing left
         // Fill the batch: until every open stream has a request queued, the budget is full, or max_wait.
         const auto deadline = std::chrono::steady_clock::now() + cfg_.max_wait;
-        auto full = [&] {
-            if (stop_ || int64_t(queue_.size()) >= std::max<int64_t>(streams_, 1)) return true;
-            if (int64_t(queue_.size()) >= cfg_.max_batch_sessions) return true;
-            int64_t rows = 0;
-            for (const entry* e : queue_) rows += bv_.rows_for(*e->job->seq, e->job->tree->size());
-            return rows >= cfg_.token_budget;
-        };
-        queued_.wait_until(lock, deadline, full);
+        queued_.wait_until(lock, deadline, [&] { return batch_full(); });
         // Take jobs in arrival order within the budget (at least one).
         std::vector<entry*> batch;
         int64_t rows = 0;
@@ -76,6 +82,7 @@ void scheduler::loop() {
             rows += r;
             queue_.pop_front();
         }
+        in_pass_ = true;
         lock.unlock();
         std::vector<verify_job> jobs(batch.size());
         for (size_t i = 0; i < batch.size(); ++i) jobs[i] = std::move(*batch[i]->job);
@@ -91,6 +98,7 @@ void scheduler::loop() {
             secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         }
         lock.lock();
+        in_pass_ = false;
         stats_.pass_seconds += secs;
         stats_.rows = bv_.stats().rows;
         uint32_t verified = 0;
@@ -117,8 +125,9 @@ void scheduler::loop() {
             *batch[i]->job = std::move(j);
             batch[i]->batch = verified;
             batch[i]->finished = true;
+            // Under mu_: the caller cannot return (and destroy the entry) before we unlock.
+            batch[i]->done.notify_one();
         }
-        finished_.notify_all();
     }
 }
 

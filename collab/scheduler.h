@@ -54,20 +54,24 @@ class scheduler {
 
    private:
     struct entry {
-        verify_job* job;
+        verify_job* job = nullptr;
         bool finished = false;
         uint32_t batch = 0;
+        std::condition_variable done;  // its own: a pass wakes the callers it verified, not every caller waiting
     };
     void loop();
+    // With mu_ held: every open stream has a request queued, or the queue fills a pass (sessions or rows).
+    bool batch_full() const;
 
     batch_verifier& bv_;
     scheduler_config cfg_;
     mutable std::mutex mu_;      // queue, stats, streams
     std::mutex bv_mu_;           // the verifier
-    std::condition_variable queued_, finished_;
+    std::condition_variable queued_;
     std::deque<entry*> queue_;
     int64_t streams_ = 0;
     bool stop_ = false;
+    bool in_pass_ = false;  // the worker is in a pass (not waiting; the sequences may change under it)
     scheduler_stats stats_;
     std::thread worker_;
 };
