@@ -195,23 +195,29 @@ int run_load(const collab_options& o) {
                     greedy.temperature = 0;
                     sampling_to_proto(greedy, open.mutable_sampling());
                     for (int i = 0; i < 16; ++i) open.add_prompt_tokens(i == 0 ? 1 : int32_t(gen() % uint32_t(V)));
-                    const auto opened = link.open(open);
-                    uint64_t pos = opened.committed_position(), id = 0;
-                    while (!stop.load() && pos + uint64_t(o.nodes) + 2 < opened.context_length()) {
-                        v1::VerifyRequest r;
-                        r.set_session_id(opened.session_id());
-                        r.set_request_id(++id);
-                        r.set_base_position(pos);
-                        for (int k = 0; k < o.nodes; ++k) {
-                            auto* node = r.add_tree();
-                            node->set_token(int32_t(gen() % uint32_t(V)));
-                            node->set_parent(k - 1);
+                    // A session whose context is full is closed and another one opened, so that every edge keeps
+                    // the server busy for the whole measurement (random chains are rarely accepted: a session
+                    // lasts about context-length requests, a fraction of a second for one edge).
+                    uint64_t id = 0;
+                    while (!stop.load()) {
+                        const auto opened = link.open(open);
+                        uint64_t pos = opened.committed_position();
+                        while (!stop.load() && pos + uint64_t(o.nodes) + 2 < opened.context_length()) {
+                            v1::VerifyRequest r;
+                            r.set_session_id(opened.session_id());
+                            r.set_request_id(++id);
+                            r.set_base_position(pos);
+                            for (int k = 0; k < o.nodes; ++k) {
+                                auto* node = r.add_tree();
+                                node->set_token(int32_t(gen() % uint32_t(V)));
+                                node->set_parent(k - 1);
+                            }
+                            link.send(r);
+                            pos = link.receive().committed_position();
+                            requests.fetch_add(1);
                         }
-                        link.send(r);
-                        pos = link.receive().committed_position();
-                        requests.fetch_add(1);
+                        link.close(opened.session_id());
                     }
-                    link.close(opened.session_id());
                 } catch (const std::exception& ex) {
                     if (failures.fetch_add(1) == 0) std::fprintf(stderr, "collab load: edge failed: %s\n", ex.what());
                 }

@@ -116,7 +116,11 @@ TEST(collab_eviction, sessions_evicted_from_a_small_kv_pool_are_rebuilt_transpar
     for (size_t i = 0; i < texts.size(); ++i) {
         threads.emplace_back([&, i] {
             edge_session edge(draft_model(), test_edge_config(server.port()));
-            got[i] = edge.generate(prompt_of(texts[i]), 40);
+            // A drafting pace (2 ms per round), so that the four sessions are open at the same time however fast
+            // this machine verifies: with two KV regions, some must then be evicted and rebuilt.
+            got[i] = edge.generate(prompt_of(texts[i]), 40, [](const edge_event&) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            });
         });
     }
     for (auto& t : threads) t.join();
@@ -339,12 +343,15 @@ TEST(collab_outage, the_edge_finishes_locally_when_the_server_dies_and_reverifie
         EXPECT_EQ(r.stats.unverified_tokens, 0u);
         EXPECT_EQ(r.tokens, std::vector<int32_t>(want.begin(), want.begin() + 32));
     }
-    // 3. The server restarts in the middle: once re-verified, the output equals the uninterrupted run.
+    // 3. The server restarts in the middle: once re-verified, the output equals the uninterrupted run. Tokens made
+    // locally take a millisecond each here (a drafting pace, whatever the speed of this machine and backend), so that
+    // the edge's retry, 20 ms after the outage, comes before the last of the 120.
     {
         edge_session edge(draft_model(), test_edge_config(port));
         size_t verified = 0, unverified = 0;
         bool restarted = false;
         const auto r = edge.generate(prompt, n, [&](const edge_event& e) {
+            if (!e.verified) std::this_thread::sleep_for(std::chrono::milliseconds(e.tokens.size()));
             (e.verified ? verified : unverified) += e.tokens.size();
             if (verified >= 20 && !restarted && server) server.reset();
             if (!server && unverified >= 5) {
