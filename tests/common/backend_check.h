@@ -123,6 +123,20 @@ inline host_tensor fetch(backend& b, const placed& p) {
 
 using op_fn = std::function<void(backend&, const std::vector<tensor>&)>;
 
+// The worst |ref - dut| over the outputs (indices into the placements), +inf when one side has a NaN the other lacks.
+inline double worst_difference(backend& ref, const std::vector<placed>& pr, backend& dut, const std::vector<placed>& pd,
+                               const std::vector<int>& outputs) {
+    double worst = 0;
+    for (int o : outputs) {
+        const auto a = to_floats(fetch(ref, pr[size_t(o)])), b = to_floats(fetch(dut, pd[size_t(o)]));
+        for (size_t i = 0; i < a.size(); ++i) {
+            if (std::isnan(b[i]) != std::isnan(a[i])) return INFINITY;
+            if (!std::isnan(a[i]) && a[i] != b[i]) worst = std::max(worst, double(std::abs(a[i] - b[i])));
+        }
+    }
+    return worst;
+}
+
 // Runs op on cpu_ref and on dut with copies of `args`, once with awkward and once with aligned placements;
 // returns the worst |ref - dut| over the outputs (args indices), or +inf on a NaN mismatch.
 inline double max_error(backend& dut, const std::vector<host_tensor>& args, const std::vector<int>& outputs, const op_fn& op) {
@@ -140,13 +154,7 @@ inline double max_error(backend& dut, const std::vector<host_tensor>& args, cons
         op(*ref, tr);
         op(dut, td);
         dut.synchronize();
-        for (int o : outputs) {
-            const auto a = to_floats(fetch(*ref, pr[size_t(o)])), b = to_floats(fetch(dut, pd[size_t(o)]));
-            for (size_t i = 0; i < a.size(); ++i) {
-                if (std::isnan(b[i]) != std::isnan(a[i])) return INFINITY;
-                if (!std::isnan(a[i]) && a[i] != b[i]) worst = std::max(worst, double(std::abs(a[i] - b[i])));
-            }
-        }
+        worst = std::max(worst, worst_difference(*ref, pr, dut, pd, outputs));
     }
     return worst;
 }
@@ -171,15 +179,7 @@ inline double max_error_at(backend& dut, const std::vector<host_tensor>& args, c
     op(*ref, tr);
     op(dut, td);
     dut.synchronize();
-    double worst = 0;
-    for (int o : outputs) {
-        const auto a = to_floats(fetch(*ref, pr[size_t(o)])), b = to_floats(fetch(dut, pd[size_t(o)]));
-        for (size_t i = 0; i < a.size(); ++i) {
-            if (std::isnan(b[i]) != std::isnan(a[i])) return INFINITY;
-            if (!std::isnan(a[i]) && a[i] != b[i]) worst = std::max(worst, double(std::abs(a[i] - b[i])));
-        }
-    }
-    return worst;
+    return worst_difference(*ref, pr, dut, pd, outputs);
 }
 
 }  // namespace tandem::test
