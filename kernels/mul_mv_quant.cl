@@ -10,17 +10,19 @@
 //            without cl_khr_fp16, PoCL among them, have no hardware half conversion: ~20 scalar instructions
 //            a block, as much as the vector work). Unprepared weights on CPU devices.
 //   *_split: Q4_0 on the layout backend::prepare_weight derives (split_q4_0 below): all quants first, runs of
-//            4 blocks byte-interleaved so that one uint16 load and shifts give all 128 nibbles (no widening per
-//            block), then one f32 scale per block: no half decode left, for 2 more bytes per block. PoCL runs
-//            a work-group as a loop over work-items, so a group of rows is one contiguous stream either way.
+//            4 blocks packed so that one uint16 load, one shift and a mask per 16 nibbles give all 128 nibbles as
+//            exact floats (no widening per block, no shift per nibble), then one f32 scale per block, read as a
+//            broadcast memory operand: no half decode left, for 2 more bytes per block. PoCL runs a work-group as
+//            a loop over work-items, so a group of rows is one contiguous stream either way.
 //   *_wide:  Q8_0 prepared likewise (widen_q8_0): 36-byte blocks with an f32 scale in front of the quants, one
 //            stream; 0.47-0.52 of the read limit became 0.61-0.85 (a split copy with the scales in a second
 //            array had measured slower from DRAM).
 //   *_wg:    one work-group of WGS work-items per output row, each taking every WGS-th block, then a local-memory
 //            reduction (GPUs: neighbouring work-items read neighbouring blocks). The original layout.
-// Measured on PoCL 3.1 / 2-vCPU Zen 5 (loaded), ratio to bench_read_f32_chunked timed in the same run (fastest
+// Measured on PoCL 3.1 / 2-vCPU Zen 4 (loaded), ratio to bench_read_f32_chunked timed in the same run (fastest
 // of 30), M = 1, K = 4096, N = 4096 and 11008: Q4_0 before 0.36-0.38, row 0.42-0.45, split with one block per
-// step 0.48-0.55, split as below 0.57-0.60; Q8_0 before 0.64-0.69, row mostly ~0.77 (0.54-1.30). Both are
+// step 0.48-0.55, split with a shift per nibble 0.57-0.60, as below 0.63-0.67 in quiet runs (in L3, 4096 x 4096: 0.40 ms
+// became 0.37); Q8_0 before 0.64-0.69, row mostly ~0.77 (0.54-1.30). Both are
 // bound by the decode, not by memory (in L2 the ratios are about the same). Tried and dropped:
 //   - a split Q8_0 copy: faster in cache (1.07 against 0.95) but slower from DRAM (0.50 against 0.8), with
 //     or without row padding or the scales placed after each row;
@@ -107,8 +109,15 @@ inline void mul_mv_q_row(__global const uchar* w, ulong w_off, __global const uc
 }
 
 // Q4_0 in the split layout (split_q4_0): w holds the quants from byte 0, the f32 scales from byte s_off. Each
-// run of 4 blocks is one uint16: lane j holds byte j of the 4 blocks, so nibble 2b (4b + 4) of lane j is
-// element j (j + 16) of block b; the blocks past the last whole run are stored as they are.
+// run of 4 blocks is one uint16 whose lane j holds element j of the 4 blocks in bits 4b..4b+3 and element j + 16
+// in bits 16 + 4b..19 + 4b (b = 0..3), so that one shift (v >> 16) and a mask per nibble give all 128 nibbles in
+// place: (v & 15 << 4b) | 0x4B000000 is the float 2^23 + q * 16^b, exact, and subtracting 2^23 + 8 * 16^b leaves
+// (q - 8) * 16^b. The stored scale is d / 16^b, so the products come out as they would unscaled (a power of two
+// changes no rounding). The blocks past the last whole run are stored as they are (GGUF nibble order), scale d.
+inline float16 q4_field(uint16 v, uint mask, float bias) {
+    return as_float16((v & (uint16)mask) | (uint16)0x4B000000u) - bias;
+}
+
 __kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __global const uchar* x, ulong x_off,
                                     __global uchar* out, ulong out_off, int K, int N, int M) {
     const int n = get_global_id(0);
@@ -123,17 +132,17 @@ __kernel void mul_mv_q4_0_f32_split(__global const uchar* w, ulong s_off, __glob
     int i = 0;
     for (; i + 3 < nb; i += 4) {
         const uint16 v = vload16(0, (__global const uint*)(q + (size_t)i * (QK / 2)));
-        const float4 d = vload4(0, s + i);
-        const float16 l0 = q4_nibbles(v & (uint16)15u), h0 = q4_nibbles((v >> 4) & (uint16)15u);
-        const float16 l1 = q4_nibbles((v >> 8) & (uint16)15u), h1 = q4_nibbles((v >> 12) & (uint16)15u);
-        const float16 l2 = q4_nibbles((v >> 16) & (uint16)15u), h2 = q4_nibbles((v >> 20) & (uint16)15u);
-        const float16 l3 = q4_nibbles((v >> 24) & (uint16)15u), h3 = q4_nibbles(v >> 28);
+        const uint16 u = v >> (uint16)16u;
+        const float16 l0 = q4_field(v, 0xFu, 8388616.f), h0 = q4_field(u, 0xFu, 8388616.f);
+        const float16 l1 = q4_field(v, 0xF0u, 8388736.f), h1 = q4_field(u, 0xF0u, 8388736.f);
+        const float16 l2 = q4_field(v, 0xF00u, 8390656.f), h2 = q4_field(u, 0xF00u, 8390656.f);
+        const float16 l3 = q4_field(v, 0xF000u, 8421376.f), h3 = q4_field(u, 0xF000u, 8421376.f);
         for (int r = 0; r < MV_ROWS; ++r) {
             __global const float* xb = xr[r] + i * QK;
-            a0[r] = fma((float16)d.x, fma(h0, vload16(1, xb), l0 * vload16(0, xb)), a0[r]);
-            a1[r] = fma((float16)d.y, fma(h1, vload16(3, xb), l1 * vload16(2, xb)), a1[r]);
-            a0[r] = fma((float16)d.z, fma(h2, vload16(5, xb), l2 * vload16(4, xb)), a0[r]);
-            a1[r] = fma((float16)d.w, fma(h3, vload16(7, xb), l3 * vload16(6, xb)), a1[r]);
+            a0[r] = fma((float16)s[i], fma(h0, vload16(1, xb), l0 * vload16(0, xb)), a0[r]);
+            a1[r] = fma((float16)s[i + 1], fma(h1, vload16(3, xb), l1 * vload16(2, xb)), a1[r]);
+            a0[r] = fma((float16)s[i + 2], fma(h2, vload16(5, xb), l2 * vload16(4, xb)), a0[r]);
+            a1[r] = fma((float16)s[i + 3], fma(h3, vload16(7, xb), l3 * vload16(6, xb)), a1[r]);
         }
     }
     for (; i < nb; ++i)
@@ -203,22 +212,29 @@ void mul_mv_q4_0_f32_wg(__global const uchar* w, ulong w_off, __global const uch
 }
 
 // The split layout of a Q4_0 weight of `blocks` blocks, rows of nb blocks one after another (see
-// mul_mv_q4_0_f32_split): the 16 quant bytes of block b go to dst + 16 b, byte-interleaved with the other blocks of
-// its run of 4 (byte j to 4 j + b % 4) unless the run is incomplete; its scale as f32 to dst + s_off + 4 b. One
-// work-item per block.
+// mul_mv_q4_0_f32_split): the quants of block b at dst + 16 b, as 16 lanes of a run of 4 blocks (the first block
+// of a whole run writes the run) or as they are past the last whole run of its row; its scale as f32 at
+// dst + s_off + 4 b, divided by 16^(b % 4) in a run. One work-item per block.
 __kernel void split_q4_0(__global const uchar* w, ulong w_off, __global uchar* dst, ulong s_off, ulong blocks,
                          int nb) {
     const size_t b = get_global_id(0);
     if (b >= blocks) return;
     __global const uchar* src = w + w_off + b * Q4_0_BYTES;
     const int i = (int)(b % (size_t)nb);
-    if (i < nb / 4 * 4) {
-        __global uchar* run = dst + (b - i % 4) * 16 + i % 4;
-        for (int j = 0; j < 16; ++j) run[4 * j] = src[2 + j];
-    } else {
+    const bool in_run = i < nb / 4 * 4;
+    if (!in_run) {
         vstore16(vload16(0, src + 2), b, dst);
+    } else if (i % 4 == 0) {
+        for (int j = 0; j < 16; ++j) {
+            uint lane = 0;
+            for (int c = 0; c < 4; ++c) {
+                const uint byte = src[c * Q4_0_BYTES + 2 + j];
+                lane |= (byte & 15u) << (4 * c) | (byte >> 4) << (16 + 4 * c);
+            }
+            vstore4(as_uchar4(lane), 0, dst + b * 16 + 4 * j);
+        }
     }
-    VIEW(float, dst, s_off)[b] = block_scale(src);
+    VIEW(float, dst, s_off)[b] = block_scale(src) / (in_run ? (float)(1 << (4 * (i % 4))) : 1.f);
 }
 
 // The wide layout of a Q8_0 weight (mul_mv_q8_0_f32_wide): block b as its scale in f32 at dst + 36 b, then its
