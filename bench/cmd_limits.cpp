@@ -10,6 +10,7 @@
 #include "bench/launch.h"
 #include "bench/machine.h"
 #include "bench/report.h"
+#include "engine/error.h"
 
 namespace tandem::bench {
 
@@ -21,6 +22,8 @@ struct limits_options {
     bool small_pages = false;
     bool no_pin = false;
     std::vector<std::string> parts{"bandwidth", "fma", "launch"};
+    std::vector<std::string> variants;  // bandwidth variants to time (empty: all)
+    bool only_max_threads = false;      // bandwidth and FMA at --threads only, not 1..N
     int launch_runs = 1000;
     repeat_policy repeat{1, 1.0, 20, 3};
     std::string out;
@@ -77,6 +80,12 @@ action add_limits(CLI::App& app) {
     cmd->add_flag("--small-pages", o->small_pages,
                   "Keep the bandwidth array on 4 KiB pages, as a model mmapped from its file is (default: huge pages)");
     cmd->add_flag("--no-pin", o->no_pin, "Let the OS move the threads between CPUs (default: one thread per CPU)");
+    cmd->add_option("--variants", o->variants,
+                    "Time only these bandwidth variants (names as in the JSON's meta.bandwidth_variants, e.g. "
+                    "copy_128x4 copy_256x8_nt); a kernel with none of them is left out")
+        ->delimiter(',');
+    cmd->add_flag("--only-max-threads", o->only_max_threads,
+                  "Measure bandwidth and FMA at --threads threads only (default: every count from 1)");
     cmd->add_option("--parts", o->parts, "What to measure")
         ->capture_default_str()
         ->check(CLI::IsMember({"bandwidth", "fma", "launch"}));
@@ -100,6 +109,14 @@ action add_limits(CLI::App& app) {
         auto wanted = [&](const char* part) {
             return std::find(o->parts.begin(), o->parts.end(), part) != o->parts.end();
         };
+        for (const auto& name : o->variants) {
+            bool known = false;
+            for (mem_kernel k : {mem_kernel::read, mem_kernel::copy, mem_kernel::triad})
+                for (const auto& v : mem_variants(k)) known = known || v.name() == name;
+            if (!known)
+                throw error(TANDEM_ERR_INVALID_ARGUMENT,
+                            "--variants: no bandwidth variant named '" + name + "' on this CPU (see `limits -o x.json`)");
+        }
         thread_team team(max_threads, !o->no_pin);
         if (wanted("bandwidth")) {
             bandwidth_array arr(size_t(o->mib) << 20, team, !o->small_pages);
@@ -116,9 +133,14 @@ action add_limits(CLI::App& app) {
                                      {"cached_gbps", "best cached", 11, 1},
                                      {"nt_gbps", "best nt", 8, 1}});
             auto& all = rep.meta()["bandwidth_variants"] = nlohmann::json::array();
-            for (int n = 1; n <= max_threads; ++n) {
+            for (int n = o->only_max_threads ? max_threads : 1; n <= max_threads; ++n) {
                 for (mem_kernel k : {mem_kernel::read, mem_kernel::copy, mem_kernel::triad}) {
-                    const auto vs = mem_variants(k);
+                    auto vs = mem_variants(k);
+                    if (!o->variants.empty())
+                        std::erase_if(vs, [&](const mem_variant& v) {
+                            return std::find(o->variants.begin(), o->variants.end(), v.name()) == o->variants.end();
+                        });
+                    if (vs.empty()) continue;
                     const auto ts = measure_bandwidth_variants(vs, arr, team, n, o->repeat);
                     const double bytes = mem_kernel_bytes(k, arr);
                     size_t best = 0;
@@ -156,7 +178,7 @@ action add_limits(CLI::App& app) {
                     t.note(std::string(fma_isa_name(isa)) + ": not available on this CPU");
                     continue;
                 }
-                for (int n = 1; n <= max_threads; ++n) {
+                for (int n = o->only_max_threads ? max_threads : 1; n <= max_threads; ++n) {
                     double flops = 0;
                     const timing tm = measure_fma(isa, team, n, o->repeat, &flops);
                     t.add({fma_isa_name(isa), n, flops / tm.max / 1e9, flops / tm.median / 1e9, flops / tm.min / 1e9,

@@ -115,7 +115,7 @@ struct tree_case {
     std::string name;
     draft_tree tree;
     std::unique_ptr<verify_sequence> seq;
-    std::vector<double> seconds;  // timed passes
+    std::vector<double> seconds;  // timed passes, one per round
 };
 
 int tree_depth(const draft_tree& t) {
@@ -142,11 +142,14 @@ action add_verify(CLI::App& app) {
         "nodes = 0 is the one-token decode step. Draft tokens are random, so nothing is accepted and the context "
         "stays near the prompt; each tree keeps its own sequence, whose prefill is never timed.\n\nThe machine is "
         "shared, so (b), (c) and (d) are interleaved: each round times every tree once (in a shuffled order), 3 "
-        "to 10 bandwidth runs and about 50 ms of each matmul; rounds repeat (after --warmup untimed ones) until "
+        "to 10 bandwidth runs before the passes and 2 to 5 after them, and about 50 ms of each matmul; rounds repeat (after --warmup untimed ones) until "
         "--min-time seconds or --runs rounds, at least 3. Every figure is the median over the rounds (min and max "
         "kept).\n\nbound = max(weight bytes / read bandwidth, 2 * params * rows / peak GEMM), where params are the "
         "elements of the streamed matrices; ratio = measured median / bound (the issue's goal: <= 1.5 at every size "
-        "on cpu); min/bnd = fastest pass / bound, the better estimate when other work shares the machine. The "
+        "on cpu); min/bnd = fastest pass / bound, the better estimate when other work shares the machine; rnd ratio = "
+        "the median over the rounds of each pass over the bound with that round's own bandwidth (the mean of its "
+        "read runs just before the passes and a short burst just after them), which a change of the shared VM's "
+        "2-thread bandwidth mode between rounds does not skew. The "
         "bandwidth is the host's, so for GPU backends on other memory the bound is only indicative. "
         "With no --model, the model is the synthetic --shape in --type, generated into the cache directory "
         "($TANDEM_CACHE_DIR/bench, else ~/.cache/tandem/bench) on first use.");
@@ -249,6 +252,7 @@ action add_verify(CLI::App& app) {
         bandwidth_array arr(size_t(o->mib) << 20, team, !o->small_pages);
         const double read_bytes = mem_kernel_bytes(mem_kernel::read, arr);
         std::vector<double> read_seconds;
+        std::vector<double> round_bandwidth;  // per timed round: mean of its before / after read medians (B/s)
 
         // Rounds: everything once per round, so that a change of load touches every figure alike.
         std::vector<size_t> order(cases.size());
@@ -265,14 +269,23 @@ action add_verify(CLI::App& app) {
             std::vector<double> scratch;
             const timing bw = measure_bandwidth(mem_kernel::read, arr, team, threads, {0, 0.3, 10, 3});
             if (timed) read_seconds.insert(read_seconds.end(), bw.seconds.begin(), bw.seconds.end());
+            std::vector<double> pass_seconds(cases.size());
             for (size_t i : order) {
                 tree_case& c = cases[i];
                 if (bv.seq_capacity() - int64_t(c.seq->tokens.size()) < int64_t(c.tree.size()) + 2) prime(c);
                 const double t0 = now_seconds();
                 pass(c);
-                if (timed) c.seconds.push_back(now_seconds() - t0);
+                pass_seconds[i] = now_seconds() - t0;
             }
+            // The round's own bandwidth: its runs just before the passes and a short burst just after them (the
+            // 2-thread bandwidth of a shared VM changes mode between seconds), for the per-round ratios.
+            const timing bw_after = measure_bandwidth(mem_kernel::read, arr, team, threads, {0, 0.1, 5, 2});
             for (int r : gemm_rows) gemm.sample(r, 0.05, timed ? gemm_seconds[r] : scratch);
+            if (timed) {
+                read_seconds.insert(read_seconds.end(), bw_after.seconds.begin(), bw_after.seconds.end());
+                round_bandwidth.push_back(read_bytes / ((bw.median + bw_after.median) / 2));
+                for (size_t i = 0; i < cases.size(); ++i) cases[i].seconds.push_back(pass_seconds[i]);
+            }
             if (!timed) continue;
             ++timed_rounds;
             const double elapsed = now_seconds() - t_start;
@@ -332,6 +345,7 @@ action add_verify(CLI::App& app) {
                                  {"bound_by", "bound by", 8, 0},
                                  {"ratio", "ratio", 6, 2},
                                  {"ratio_min", "min/bnd", 7, 2},
+                                 {"ratio_rounds", "rnd ratio", 9, 2},
                                  {"vs_decode", "x decode", 8, 2},
                                  {"ffn_gflops", "FFN GF/s", 8, 1}});
         for (const auto& c : cases) {
@@ -339,9 +353,12 @@ action add_verify(CLI::App& app) {
             const int rows = int(c.tree.size()) + 1;
             const double compute_bound = 2.0 * w.params * rows / peak;
             const double bound = std::max(mem_bound, compute_bound);
+            std::vector<double> per_round;  // each pass over the bound with its own round's bandwidth
+            for (size_t r = 0; r < c.seconds.size(); ++r)
+                per_round.push_back(c.seconds[r] / std::max(w.bytes / round_bandwidth[r], compute_bound));
             t.add({c.name, int(c.tree.size()), rows, tree_depth(c.tree), tm.min * 1e3, tm.median * 1e3, tm.max * 1e3,
                    bound * 1e3, compute_bound > mem_bound ? "compute" : "memory", tm.median / bound, tm.min / bound,
-                   tm.median / decode_s, gemm_rate[rows] / 1e9});
+                   summarize(per_round).median, tm.median / decode_s, gemm_rate[rows] / 1e9});
         }
         char note[320];
         std::snprintf(note, sizeof note,

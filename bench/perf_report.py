@@ -43,7 +43,8 @@ def steps(quick, cache_dir):
          "backend: the denominators of the ratios below."),
         ("stream", "Machine limits", "stream",
          "`tandem-bench limits` against an independent STREAM-style measurement (likwid-bench's load, copy and "
-         "stream kernels), the two run alternately on the same array size."),
+         "stream kernels), each tool's fastest implementation timed back to back with the other's, round after "
+         "round, on the same array size."),
         ("ops", "Kernels",
          ["ops"] + (["--min-seconds", "0.1", "--runs", "3", "--read-mib", "64"] if q else []),
          "Every backend_ops kernel at 7B-model shapes on every backend, against the read bandwidth (memory-bound "
@@ -343,7 +344,8 @@ def main():
     ap.add_argument("--only", help="comma-separated step names or prefixes (e.g. model,verify): run only these and "
                                    "keep the other steps' results already in --out")
     ap.add_argument("--stream-rounds", type=int, default=0,
-                    help="rounds of the stream step (default: stream_check.py's 5, about 5.5 minutes each here)")
+                    help="timed rounds of the stream step (default: stream_check.py's 8, about 100 s each here, "
+                         "after a 5-minute selection round)")
     ap.add_argument("--no-peers", action="store_true", help="skip the llama.cpp comparison even if installed")
     ap.add_argument("--render-only", action="store_true", help="run nothing: redraw the plots and PERFORMANCE.md "
                                                                 "from the results in --out")
