@@ -188,9 +188,12 @@ void run_groups(thread_pool& pool, const packed_quant& p, const packed_acts& x, 
     const int64_t passes = (m + max_tile - 1) / max_tile;
     // From 3 rows up a pass computes long enough per line that the hardware prefetcher alone leaves the memory
     // idle part of the time: software prefetch 4 KiB ahead (into L2) let a 3-row pass take about as long as a
-    // 1-row one at 2 threads (22 against 38 ms for the 1.1B shape). For 1-2 rows it only added traffic: a 1-thread
-    // GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance.
-    const size_t ahead = m >= 3 ? 4096 : 0;
+    // 1-row one at 2 threads (22 against 38 ms for the 1.1B shape). 8 KiB keeps the memory busy when the 2-thread
+    // bandwidth is in this VM's ~60 GB/s mode too (1.1B shape, 3 rows: 18.5-19.2 -> 15.8-16.2 ms there, no slower
+    // at ~34 GB/s; tandem-bench verify, 3 alternating rounds). For 1-2 rows it only added traffic: a 1-thread
+    // GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance, and 8 KiB from 2 rows
+    // made a 2-row pass slower at ~34 GB/s and no faster at ~60.
+    const size_t ahead = m >= 3 ? 8192 : 0;
     pool.parallel_for(p.groups(), grain(rows_per_group * p.k * m), [&](int64_t g0, int64_t g1) {
         const uint8_t* end = p.data.get() + size_t(g1) * p.group_bytes;
         for (int64_t g = g0; g < g1; ++g) {
