@@ -114,8 +114,8 @@ action add_limits(CLI::App& app) {
             for (mem_kernel k : {mem_kernel::read, mem_kernel::copy, mem_kernel::triad})
                 for (const auto& v : mem_variants(k)) known = known || v.name() == name;
             if (!known)
-                throw error(TANDEM_ERR_INVALID_ARGUMENT,
-                            "--variants: no bandwidth variant named '" + name + "' on this CPU (see `limits -o x.json`)");
+                throw error(TANDEM_ERR_INVALID_ARGUMENT, "--variants: no bandwidth variant named '" + name +
+                                                             "' on this CPU (see `limits -o x.json`)");
         }
         thread_team team(max_threads, !o->no_pin);
         if (wanted("bandwidth")) {

@@ -50,8 +50,8 @@ def likwid_tests():
 
 def variants(stems, available):
     """likwid-bench's variants of a kernel that this CPU runs: scalar, SSE, AVX, AVX-512, with and without FMA.
-    Which is fastest depends on the CPU (on Zen 5 the scalar / SSE loads beat the AVX-512 ones), so each round takes
-    the best of them, as STREAM reports its best rate and tandem-bench its fastest variant."""
+    Which is fastest depends on the CPU (on Zen 5 the scalar / SSE loads beat the AVX-512 ones), so the selection
+    round picks the best of them, as STREAM reports its best rate and tandem-bench its fastest variant."""
     flags = open("/proc/cpuinfo").read()
     out = []
     for stem in stems:

@@ -21,9 +21,10 @@
 //            reduction (GPUs: neighbouring work-items read neighbouring blocks). The original layout.
 // Measured on PoCL 3.1 / 2-vCPU Zen 4 (loaded), ratio to bench_read_f32_chunked timed in the same run (fastest
 // of 30), M = 1, K = 4096, N = 4096 and 11008: Q4_0 before 0.36-0.38, row 0.42-0.45, split with one block per
-// step 0.48-0.55, split with a shift per nibble 0.57-0.60, as below 0.63-0.67 in quiet runs (in L3, 4096 x 4096: 0.40 ms
-// became 0.37); Q8_0 before 0.64-0.69, row mostly ~0.77 (0.54-1.30). Both are
-// bound by the decode, not by memory (in L2 the ratios are about the same). Tried and dropped:
+// step 0.48-0.55, split with a shift per nibble 0.57-0.60, as below 0.48-0.67 (it streams 17-21 GB/s, so the
+// ratio follows PoCL's read rate, 30-39 GB/s; in L3, 4096 x 4096: 0.40 ms became 0.37); Q8_0 before 0.64-0.69,
+// row mostly ~0.77 (0.54-1.30). Both are bound by the decode, not by memory (in L2 the ratios are about the
+// same). Tried and dropped:
 //   - a split Q8_0 copy: faster in cache (1.07 against 0.95) but slower from DRAM (0.50 against 0.8), with
 //     or without row padding or the scales placed after each row;
 //   - the scales inline with each run of 4 Q4_0 blocks (one stream): no gain;
