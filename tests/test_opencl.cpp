@@ -604,13 +604,22 @@ class opencl_quant_e2e : public ::testing::Test {
 // (exact dequantization, f32 activations) in another order: the same tokens, and logits within 1e-3 at every
 // step (they reach ~15; summation order moves them by ~1e-5). A divergence is accepted only at a near-tie of
 // cpu_ref's two best logits (< 1e-3 apart), and is reported.
+// Q4_0 on a CPU-class device quantizes the activations to 8 bits as the cpu backend does
+// (kernels/mul_mv_q4_0_g16.cl): the logits then move by ~0.3 against cpu_ref's f32 activations, and the two
+// backends' roundings drift apart over the steps (a last-bit difference elsewhere flips an activation's rounding),
+// so there the bound is twice cpu's own distance from cpu_ref on the same run. On a GPU the kernels are exact.
 TEST_F(opencl_quant_e2e, stories260k_greedy_matches_cpu_ref) {
     const int n = 128;
     for (dtype t : {dtype::q8_0, dtype::q4_0}) {
         TANDEM_OPENCL_OR_SKIP(be);
         const auto want = test::greedy_with_logits(*model::load(path(t), make_backend("cpu_ref")), n);
+        double tol = 1e-3;
+        if (t == dtype::q4_0 && opencl_gemv_variant(*be) == "row") {
+            const auto cpu = test::greedy_with_logits(*model::load(path(t), make_backend("cpu")), n);
+            tol = std::max(tol, 2 * test::expect_greedy_agrees(cpu, want, "q4_0 on cpu (the bound's reference)", 1.0));
+        }
         const auto got = test::greedy_with_logits(*model::load(path(t), std::move(be)), n);
-        test::expect_greedy_agrees(got, want, std::string(dtype_name(t)));
+        test::expect_greedy_agrees(got, want, std::string(dtype_name(t)), tol);
     }
 }
 

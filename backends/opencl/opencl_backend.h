@@ -82,8 +82,9 @@ class opencl_backend final : public backend {
     void upload(buffer& dst, size_t offset, const void* src, size_t bytes) override;
     void download(const buffer& src, size_t offset, void* dst, size_t bytes) override;
     void synchronize() override;
-    // Q4_0 weights on CPU-class devices (the "row" GEMV) get the split layout of kernels/mul_mv_quant.cl, derived
-    // on the device (ops/matmul_quant.cpp); the original stays for get_rows, matmul_t and the GEMM kernels.
+    // Q4_0 / Q8_0 weights on CPU-class devices (the "row" GEMV) get the g16 / wide layouts of
+    // kernels/mul_mv_q4_0_g16.cl / mul_mv_quant.cl, derived on the device (ops/matmul_quant.cpp); the original
+    // stays for get_rows, matmul_t and the GEMM kernels.
     bool prepare_weight(const tensor& w) override;
 
     void get_rows(const tensor& table, const tensor& ids, const tensor& out) override;
@@ -159,6 +160,7 @@ class opencl_backend final : public backend {
     size_t kernel_max_wgs(cl_kernel k);
     void matmul_clblast(const tensor& w, const tensor& x, const tensor& out);
     void matmul_quant(const tensor& w, const tensor& x, const tensor& out);  // Q8_0 / Q4_0 / Q4_K / Q6_K weights
+    void matmul_q4_0_g16(const tensor& w, cl_int runs, const tensor& x, const tensor& out, int rows);
     bool use_clblast(const tensor& w, int64_t m_rows) const;
 
     device_info dev_;

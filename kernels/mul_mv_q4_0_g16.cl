@@ -1,0 +1,165 @@
+// Q4_0 matrix-vector products on CPU-class OpenCL devices (PoCL): out[m][n] = sum_k w[n][k] * x[m][k], w {K, N}
+// Q4_0 in the "g16" layout below (backend::prepare_weight derives it), x f32 {K, M} quantized to Q8 blocks first
+// (quantize_x_q8), out f32 {N, M}. Integer products in 16-bit lanes, like the cpu backend's int8 dot products.
+//
+// Why: PoCL targets skylake-avx512 here (no VNNI), and the f32 kernels of mul_mv_quant.cl spend ~3.6 vector
+// instructions per 16 weights turning nibbles into exact floats and multiplying them: the best of them (a split
+// layout, 2^23 float tricks) streamed 17-21 GB/s, 0.48-0.67 of PoCL's read kernel, bound by the decode. Here a
+// work-item owns 16 weight rows, one per 16-bit lane of a short16 (a 256-bit register): per column, one load gives
+// the nibbles of 4 blocks for all 16 rows, and each block costs a shift, a mask, one 16-bit multiply by the
+// activation byte (broadcast) and one add: ~3.5 256-bit instructions per 16 weights. The int16 lanes cannot
+// overflow over 16 columns (|q * x| <= 15 * 127, 16 terms: 30,480), so each half block is widened to int32 once.
+// Per block and row the scale is applied once: (sum(q * x) - 8 * sum(x)) * d_w * d_x, the -8 * sum(x) term from
+// quantize_x_q8. Measured on PoCL 3.1 / 2-vCPU Zen 4, 4096 x 4096, M = 1: 0.22-0.25 ms in L3 (the split kernel
+// 0.37), and ~0.8-1.4x PoCL's read kernel from DRAM in a standalone A/B (the split kernel 0.48-0.67).
+// The activations move by up to half a quantization step (the cpu backend's tolerance in the tests), so this is
+// not offered on GPUs, which keep the exact f32 kernels of mul_mv_quant.cl.
+//
+// The g16 layout: rows in groups of 16 (the last padded with zero rows), each row's blocks in runs of 4 (the last
+// padded with zero blocks: scale 0). Group g, run i is 1280 bytes at (g * runs + i) * 1280:
+//   1024 bytes  32 columns c of 16 ushort lanes: lane r of column c holds element c of block 4i + b of row
+//               16g + r in bits 4b .. 4b + 3 (b = 0..3), the nibble as stored (0..15, the weight is nibble - 8)
+//    256 bytes  the f32 scales: block 4i + b of row 16g + r at float index 16b + r
+// (f32 scales: PoCL has no hardware half conversion; 20 bytes per 32 weights against GGUF's 18.)
+//
+// The quantized activations (quantize_x_q8), for each x row m, blocks padded to 4 * runs (zeros past K):
+//   q:   int16 per element, row m at q + m * 4 * runs * 32   (the values -127..127; 16 bits so that the multiply
+//        reads them as a broadcast operand without a widening step)
+//   d:   f32 per block, the step (max |x| / 127)
+//   sum: int32 per block, -8 * sum(q)
+
+#define G16_RUN_BYTES 1280
+
+#ifndef MV_ROWS
+#define MV_ROWS 4
+#endif
+
+// The g16 layout of a Q4_0 weight of nb blocks per row and N rows; one work-item per (run i, group g).
+__kernel void pack_q4_0_g16(__global const uchar* w, ulong w_off, __global uchar* dst, ulong dst_off, int nb, int N,
+                            int runs) {
+    const int i = get_global_id(0), g = get_global_id(1);
+    if (i >= runs || g * 16 >= N) return;
+    __global uchar* o = dst + dst_off + ((size_t)g * runs + i) * G16_RUN_BYTES;
+    __global ushort* oq = (__global ushort*)o;
+    __global float* os = (__global float*)(o + 1024);
+    for (int r = 0; r < 16; ++r) {
+        const int n = g * 16 + r;
+        ushort lane[32];
+        for (int c = 0; c < 32; ++c) lane[c] = 0;
+        for (int b = 0; b < 4; ++b) {
+            const int blk = 4 * i + b;
+            const bool real = n < N && blk < nb;
+            __global const uchar* src = w + w_off + ((size_t)n * nb + blk) * Q4_0_BYTES;
+            os[16 * b + r] = real ? block_scale(src) : 0.f;
+            if (!real) continue;
+            // GGUF Q4_0: quant byte j holds element j (low nibble) and element j + 16 (high nibble).
+            for (int j = 0; j < 16; ++j) {
+                const uint byte = src[2 + j];
+                lane[j] |= (ushort)((byte & 15u) << (4 * b));
+                lane[j + 16] |= (ushort)((byte >> 4) << (4 * b));
+            }
+        }
+        for (int c = 0; c < 32; ++c) oq[16 * c + r] = lane[c];
+    }
+}
+
+// x f32 {K, M} at x + x_off into the Q8 blocks above (nbp = 4 * runs blocks per row); one work-item per
+// (block, row). The same arithmetic as the cpu backend's activation quantization (backends/cpu/quant_acts.cpp):
+// step d = max|x| / 127, x * (1 / d) clamped to +-127 and rounded to nearest even, so both backends multiply the
+// same integers.
+__kernel void quantize_x_q8(__global const uchar* x, ulong x_off, __global uchar* s, ulong q_off, ulong d_off,
+                            ulong sum_off, int K, int M, int nbp) {
+    const int b = get_global_id(0), m = get_global_id(1);
+    if (b >= nbp || m >= M) return;
+    const size_t blk = (size_t)m * nbp + b;
+    __global short* q = VIEW(short, s, q_off) + blk * QK;
+    if (b >= K / QK) {
+        for (int j = 0; j < QK; ++j) q[j] = 0;
+        VIEW(float, s, d_off)[blk] = 0.f;
+        VIEW(int, s, sum_off)[blk] = 0;
+        return;
+    }
+    __global const float* xb = CVIEW(float, x, x_off) + (size_t)m * K + (size_t)b * QK;
+    float amax = 0.f;
+    for (int j = 0; j < QK; ++j) amax = fmax(amax, fabs(xb[j]));
+    const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+    int sum = 0;
+    for (int j = 0; j < QK; ++j) {
+        const int v = convert_int_rte(clamp(xb[j] * id, -127.f, 127.f));
+        q[j] = (short)v;
+        sum += v;
+    }
+    VIEW(float, s, d_off)[blk] = d;
+    VIEW(int, s, sum_off)[blk] = -8 * sum;
+}
+
+// Rows 16g .. 16g + 15 of out for the MV_ROWS x rows from m0 (rows past M recompute the last one, not stored).
+__kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global const uchar* s, ulong q_off,
+                                  ulong d_off, ulong sum_off, __global uchar* out, ulong out_off, int N, int M,
+                                  int runs) {
+    const int g = get_global_id(0);
+    const int m0 = get_global_id(1) * MV_ROWS;
+    if (g * 16 >= N || m0 >= M) return;
+    const int nbp = 4 * runs;
+    __global const uchar* grp = w + w_off + (size_t)g * runs * G16_RUN_BYTES;
+    __global const short* xq[MV_ROWS];
+    __global const float* xd[MV_ROWS];
+    __global const int* xs[MV_ROWS];
+    float16 acc0[MV_ROWS], acc1[MV_ROWS];
+    for (int r = 0; r < MV_ROWS; ++r) {
+        const size_t row = (size_t)min(m0 + r, M - 1);
+        xq[r] = CVIEW(short, s, q_off) + row * nbp * QK;
+        xd[r] = CVIEW(float, s, d_off) + row * nbp;
+        xs[r] = CVIEW(int, s, sum_off) + row * nbp;
+        acc0[r] = (float16)(0.f);
+        acc1[r] = (float16)(0.f);
+    }
+    for (int i = 0; i < runs; ++i) {
+        __global const ushort* q = (__global const ushort*)(grp + (size_t)i * G16_RUN_BYTES);
+        __global const float* sc = (__global const float*)(grp + (size_t)i * G16_RUN_BYTES + 1024);
+        int16 tot[MV_ROWS][4];
+        for (int h = 0; h < 2; ++h) {
+            short16 a[MV_ROWS][4];
+            for (int r = 0; r < MV_ROWS; ++r)
+                for (int b = 0; b < 4; ++b) a[r][b] = (short16)(0);
+            for (int j = 0; j < 16; ++j) {
+                const int c = 16 * h + j;
+                const ushort16 v = vload16(c, q);
+                const short16 t0 = as_short16(v & (ushort16)15);
+                const short16 t1 = as_short16((v >> (ushort16)4) & (ushort16)15);
+                const short16 t2 = as_short16((v >> (ushort16)8) & (ushort16)15);
+                const short16 t3 = as_short16(v >> (ushort16)12);
+                for (int r = 0; r < MV_ROWS; ++r) {
+                    __global const short* xc = xq[r] + (size_t)i * 4 * QK + c;
+                    a[r][0] += t0 * (short16)xc[0];
+                    a[r][1] += t1 * (short16)xc[QK];
+                    a[r][2] += t2 * (short16)xc[2 * QK];
+                    a[r][3] += t3 * (short16)xc[3 * QK];
+                }
+            }
+            for (int r = 0; r < MV_ROWS; ++r)
+                for (int b = 0; b < 4; ++b) tot[r][b] = (h == 0 ? (int16)(0) : tot[r][b]) + convert_int16(a[r][b]);
+        }
+        for (int r = 0; r < MV_ROWS; ++r) {
+            const int b0 = 4 * i;
+            // Two accumulators alternate between blocks so the fma latency never serialises the loop.
+            acc0[r] = fma(convert_float16(tot[r][0] + (int16)xs[r][b0]), vload16(0, sc) * xd[r][b0], acc0[r]);
+            acc1[r] = fma(convert_float16(tot[r][1] + (int16)xs[r][b0 + 1]), vload16(1, sc) * xd[r][b0 + 1], acc1[r]);
+            acc0[r] = fma(convert_float16(tot[r][2] + (int16)xs[r][b0 + 2]), vload16(2, sc) * xd[r][b0 + 2], acc0[r]);
+            acc1[r] = fma(convert_float16(tot[r][3] + (int16)xs[r][b0 + 3]), vload16(3, sc) * xd[r][b0 + 3], acc1[r]);
+        }
+    }
+    const int valid = min(16, N - 16 * g);
+    for (int r = 0; r < MV_ROWS; ++r) {
+        if (m0 + r >= M) break;
+        __global float* o = VIEW(float, out, out_off) + (size_t)(m0 + r) * N + 16 * g;
+        const float16 v = acc0[r] + acc1[r];
+        if (valid == 16) {
+            vstore16(v, 0, o);
+        } else {
+            float lanes[16];
+            vstore16(v, 0, lanes);
+            for (int l = 0; l < valid; ++l) o[l] = lanes[l];
+        }
+    }
+}
