@@ -93,7 +93,29 @@ __kernel void quantize_x_q8(__global const uchar* x, ulong x_off, __global uchar
     VIEW(int, s, sum_off)[blk] = -8 * sum;
 }
 
+// sum over the 16 columns c0 .. c0 + 15 of a run of q[c] * x[c] for the 4 blocks, as int32 per row (the int16
+// lanes hold 16 products of at most 15 * 127 each). xr: the run's 4 quantized activation blocks.
+inline void g16_half(__global const ushort* q, __global const short* xr, const int c0, int16* tot) {
+    short16 a0 = (short16)(0), a1 = (short16)(0), a2 = (short16)(0), a3 = (short16)(0);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const int c = c0 + j;
+        const ushort16 v = vload16(c, q);
+        a0 += as_short16(v & (ushort16)15) * (short16)xr[c];
+        a1 += as_short16((v >> (ushort16)4) & (ushort16)15) * (short16)xr[QK + c];
+        a2 += as_short16((v >> (ushort16)8) & (ushort16)15) * (short16)xr[2 * QK + c];
+        a3 += as_short16(v >> (ushort16)12) * (short16)xr[3 * QK + c];
+    }
+    tot[0] += convert_int16(a0);
+    tot[1] += convert_int16(a1);
+    tot[2] += convert_int16(a2);
+    tot[3] += convert_int16(a3);
+}
+
 // Rows 16g .. 16g + 15 of out for the MV_ROWS x rows from m0 (rows past M recompute the last one, not stored).
+// Each run's 1280 bytes are read from memory for the first x row and from L1 for the others; the nibbles are
+// unpacked again per row, which keeps one row's accumulators in registers (an array of them per row put them
+// on the stack, a load and a store per multiply-add).
 __kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global const uchar* s, ulong q_off,
                                   ulong d_off, ulong sum_off, __global uchar* out, ulong out_off, int N, int M,
                                   int runs) {
@@ -102,63 +124,36 @@ __kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global
     if (g * 16 >= N || m0 >= M) return;
     const int nbp = 4 * runs;
     __global const uchar* grp = w + w_off + (size_t)g * runs * G16_RUN_BYTES;
-    __global const short* xq[MV_ROWS];
-    __global const float* xd[MV_ROWS];
-    __global const int* xs[MV_ROWS];
-    float16 acc0[MV_ROWS], acc1[MV_ROWS];
-    for (int r = 0; r < MV_ROWS; ++r) {
-        const size_t row = (size_t)min(m0 + r, M - 1);
-        xq[r] = CVIEW(short, s, q_off) + row * nbp * QK;
-        xd[r] = CVIEW(float, s, d_off) + row * nbp;
-        xs[r] = CVIEW(int, s, sum_off) + row * nbp;
-        acc0[r] = (float16)(0.f);
-        acc1[r] = (float16)(0.f);
-    }
+    float16 acc[MV_ROWS];
+    for (int r = 0; r < MV_ROWS; ++r) acc[r] = (float16)(0.f);
     for (int i = 0; i < runs; ++i) {
         __global const ushort* q = (__global const ushort*)(grp + (size_t)i * G16_RUN_BYTES);
         __global const float* sc = (__global const float*)(grp + (size_t)i * G16_RUN_BYTES + 1024);
-        int16 tot[MV_ROWS][4];
-        for (int h = 0; h < 2; ++h) {
-            short16 a[MV_ROWS][4];
-            for (int r = 0; r < MV_ROWS; ++r)
-                for (int b = 0; b < 4; ++b) a[r][b] = (short16)(0);
-            for (int j = 0; j < 16; ++j) {
-                const int c = 16 * h + j;
-                const ushort16 v = vload16(c, q);
-                const short16 t0 = as_short16(v & (ushort16)15);
-                const short16 t1 = as_short16((v >> (ushort16)4) & (ushort16)15);
-                const short16 t2 = as_short16((v >> (ushort16)8) & (ushort16)15);
-                const short16 t3 = as_short16(v >> (ushort16)12);
-                for (int r = 0; r < MV_ROWS; ++r) {
-                    __global const short* xc = xq[r] + (size_t)i * 4 * QK + c;
-                    a[r][0] += t0 * (short16)xc[0];
-                    a[r][1] += t1 * (short16)xc[QK];
-                    a[r][2] += t2 * (short16)xc[2 * QK];
-                    a[r][3] += t3 * (short16)xc[3 * QK];
-                }
-            }
-            for (int r = 0; r < MV_ROWS; ++r)
-                for (int b = 0; b < 4; ++b) tot[r][b] = (h == 0 ? (int16)(0) : tot[r][b]) + convert_int16(a[r][b]);
-        }
         for (int r = 0; r < MV_ROWS; ++r) {
-            const int b0 = 4 * i;
-            // Two accumulators alternate between blocks so the fma latency never serialises the loop.
-            acc0[r] = fma(convert_float16(tot[r][0] + (int16)xs[r][b0]), vload16(0, sc) * xd[r][b0], acc0[r]);
-            acc1[r] = fma(convert_float16(tot[r][1] + (int16)xs[r][b0 + 1]), vload16(1, sc) * xd[r][b0 + 1], acc1[r]);
-            acc0[r] = fma(convert_float16(tot[r][2] + (int16)xs[r][b0 + 2]), vload16(2, sc) * xd[r][b0 + 2], acc0[r]);
-            acc1[r] = fma(convert_float16(tot[r][3] + (int16)xs[r][b0 + 3]), vload16(3, sc) * xd[r][b0 + 3], acc1[r]);
+            const size_t row = (size_t)min(m0 + r, M - 1), b0 = row * nbp + 4 * i;
+            __global const short* xr = CVIEW(short, s, q_off) + b0 * QK;
+            __global const float* xd = CVIEW(float, s, d_off) + b0;
+            __global const int* xs = CVIEW(int, s, sum_off) + b0;
+            int16 tot[4] = {(int16)(xs[0]), (int16)(xs[1]), (int16)(xs[2]), (int16)(xs[3])};
+            g16_half(q, xr, 0, tot);
+            g16_half(q, xr, 16, tot);
+            // Two chains so the fma latency never serialises the loop.
+            const float16 p0 = fma(convert_float16(tot[0]), vload16(0, sc) * xd[0],
+                                   convert_float16(tot[1]) * (vload16(1, sc) * xd[1]));
+            const float16 p1 = fma(convert_float16(tot[2]), vload16(2, sc) * xd[2],
+                                   convert_float16(tot[3]) * (vload16(3, sc) * xd[3]));
+            acc[r] += p0 + p1;
         }
     }
     const int valid = min(16, N - 16 * g);
     for (int r = 0; r < MV_ROWS; ++r) {
         if (m0 + r >= M) break;
         __global float* o = VIEW(float, out, out_off) + (size_t)(m0 + r) * N + 16 * g;
-        const float16 v = acc0[r] + acc1[r];
         if (valid == 16) {
-            vstore16(v, 0, o);
+            vstore16(acc[r], 0, o);
         } else {
             float lanes[16];
-            vstore16(v, 0, lanes);
+            vstore16(acc[r], 0, lanes);
             for (int l = 0; l < valid; ++l) o[l] = lanes[l];
         }
     }
