@@ -6,12 +6,14 @@
 // instructions per 16 weights turning nibbles into exact floats and multiplying them: the best of them (a split
 // layout, 2^23 float tricks) streamed 17-21 GB/s, 0.48-0.67 of PoCL's read kernel, bound by the decode. Here a
 // work-item owns 16 weight rows, one per 16-bit lane of a short16 (a 256-bit register): per column, one load gives
-// the nibbles of 4 blocks for all 16 rows, and each block costs a shift, a mask, one 16-bit multiply by the
-// activation byte (broadcast) and one add: ~3.5 256-bit instructions per 16 weights. The int16 lanes cannot
+// the nibbles of 4 blocks for all 16 rows, and each block costs a shift, a mask, a broadcast of the activation
+// value, one 16-bit multiply and one add: ~5 256-bit instructions per 16 weights, where the f32 decode took
+// ~3.6 512-bit ones (~7 256-bit: Zen 4 splits them). The int16 lanes cannot
 // overflow over 16 columns (|q * x| <= 15 * 127, 16 terms: 30,480), so each half block is widened to int32 once.
 // Per block and row the scale is applied once: (sum(q * x) - 8 * sum(x)) * d_w * d_x, the -8 * sum(x) term from
-// quantize_x_q8. Measured on PoCL 3.1 / 2-vCPU Zen 4, 4096 x 4096, M = 1: 0.22-0.25 ms in L3 (the split kernel
-// 0.37), and ~0.8-1.4x PoCL's read kernel from DRAM in a standalone A/B (the split kernel 0.48-0.67).
+// quantize_x_q8. Measured on PoCL 3.1 / 2-vCPU Zen 4, 4096 x 4096, M = 1: 0.25-0.26 ms in L3 (the split kernel
+// 0.37); from DRAM 0.6-0.8 of PoCL's read kernel in `tandem-bench ops` (the split kernel 0.48-0.67), except when
+// PoCL runs a whole case at half speed, which it does from time to time with any kernel.
 // The activations move by up to half a quantization step (the cpu backend's tolerance in the tests), so this is
 // not offered on GPUs, which keep the exact f32 kernels of mul_mv_quant.cl.
 //
