@@ -94,11 +94,17 @@ std::vector<token_prob> sampler::distribution(std::span<const float> logits, std
         d[i] = {int32_t(i), std::exp((l[i] - best) / p_.temperature)};
         sum += d[i].p;
     }
-    // Stable sort: equal probabilities keep token order, so the result never depends on sort internals.
-    std::stable_sort(d.begin(), d.end(), [](const token_prob& a, const token_prob& b) { return a.p > b.p; });
+    // Descending probability, equal probabilities in token order: a strict total order, so the result never
+    // depends on sort internals. Only the top_k first entries are ever used, so only they are sorted (a full
+    // stable sort of a 32,000-token vocabulary took ~4% of a TinyLlama-shape decode step).
+    const auto before = [](const token_prob& a, const token_prob& b) {
+        return a.p > b.p || (a.p == b.p && a.token < b.token);
+    };
+    const size_t head = p_.top_k > 0 ? std::min(d.size(), size_t(p_.top_k)) : d.size();
+    std::partial_sort(d.begin(), d.begin() + std::ptrdiff_t(head), d.end(), before);
+    d.resize(head);
     for (auto& e : d) e.p = float(e.p / sum);
-    size_t keep = d.size();
-    if (p_.top_k > 0) keep = std::min(keep, size_t(p_.top_k));
+    size_t keep = head;
     if (p_.top_p < 1.f) {
         double cum = 0;
         for (size_t i = 0; i < keep; ++i) {
