@@ -1,4 +1,4 @@
-// Shared parts of the backend interface: tensor views, op names, the default wrap_host.
+// Shared parts of the backend interface: tensor views, op names, the default wrap_host and matmul_multi.
 #include "backends/backend.h"
 
 #include <algorithm>
@@ -125,6 +125,14 @@ void backend::adamw(const tensor&, const tensor&, const tensor&, const tensor&, 
 }
 void backend::scale(const tensor&, float, const tensor&) { not_implemented(*this, op::scale); }
 void backend::sum_sq(const tensor&, const tensor&) { not_implemented(*this, op::sum_sq); }
+
+void backend::matmul_multi(std::span<const tensor> ws, const tensor& x, std::span<const tensor> outs) {
+    if (ws.size() != outs.size()) {
+        throw error(TANDEM_ERR_INVALID_ARGUMENT, "matmul_multi: " + std::to_string(ws.size()) + " weights but " +
+                                                     std::to_string(outs.size()) + " outputs");
+    }
+    for (size_t i = 0; i < ws.size(); ++i) matmul(ws[i], x, outs[i]);
+}
 
 std::unique_ptr<buffer> backend::wrap_host(const void* data, size_t bytes) {
     auto buf = alloc(bytes);

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -170,6 +171,11 @@ class backend {
     virtual void rms_norm(const tensor& x, const tensor& w, float eps, const tensor& out) = 0;
     // out[m][n] = sum_k w[n][k] * x[m][k]. w {K, N} f32/f16/quant; x f32 {K, M}; out f32 {N, M}.
     virtual void matmul(const tensor& w, const tensor& x, const tensor& out) = 0;
+    // matmul(ws[i], x, outs[i]) for every i: several weights applied to one activation (a layer's Q, K and V
+    // projections, or its gate and up projections), so that a backend can share the activations' preparation and
+    // keep the memory streaming across the weights in one dispatch. The outs are disjoint from x and from each
+    // other. Default: one matmul after the other.
+    virtual void matmul_multi(std::span<const tensor> ws, const tensor& x, std::span<const tensor> outs);
     // In place rotary embedding of x f32 {D, H, M}: row m rotated by angle pos[m] * theta_i. pos i32 {M}.
     virtual void rope(const tensor& x, const tensor& pos, const rope_params& p) = 0;
     // Fused attention (online softmax, no materialised scores): q f32 {D, Hq, M}; k_cache, v_cache

@@ -184,9 +184,11 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
         const auto& w = m_.layer(l);
         // attention block
         be_.rms_norm(x, w.attn_norm, hp.rms_eps, xb);
-        be_.matmul(w.wq, xb, act(off_q_, D * Hq, M));  // matmul sees {rows, M}; rope sees {D, heads, M}
-        be_.matmul(w.wk, xb, act(off_k_, D * Hkv, M));
-        be_.matmul(w.wv, xb, v);
+        {  // the projections see {rows, M}; rope sees {D, heads, M}
+            const tensor ws[] = {w.wq, w.wk, w.wv};
+            const tensor outs[] = {act(off_q_, D * Hq, M), act(off_k_, D * Hkv, M), v};
+            be_.matmul_multi(ws, xb, outs);
+        }
         if (lora) {
             apply_adapters(l, lora_target::q, xb, act(off_q_, D * Hq, M));
             apply_adapters(l, lora_target::k, xb, act(off_k_, D * Hkv, M));
@@ -203,8 +205,11 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
         be_.add(x, tmp, x);
         // feed-forward block: w_down(silu(w_gate x) * w_up x)
         be_.rms_norm(x, w.ffn_norm, hp.rms_eps, xb);
-        be_.matmul(w.w_gate, xb, gate);
-        be_.matmul(w.w_up, xb, up);
+        {
+            const tensor ws[] = {w.w_gate, w.w_up};
+            const tensor outs[] = {gate, up};
+            be_.matmul_multi(ws, xb, outs);
+        }
         if (lora) {
             apply_adapters(l, lora_target::gate, xb, gate);
             apply_adapters(l, lora_target::up, xb, up);

@@ -160,9 +160,26 @@ class cpu_backend final : public host_memory_backend {
 
     void matmul(const tensor& w, const tensor& x, const tensor& out) override {
         checks::matmul(w, x, out);
-        if (auto l = w.buf->layout(w); l && cpu::matmul_packed(*pool_, *l, x, out)) return;
+        if (auto l = w.buf->layout(w)) {
+            const derived_layout* ls[] = {l.get()};
+            if (cpu::matmul_packed(*pool_, ls, x, std::span<const tensor>(&out, 1))) return;
+        }
         if (cpu::quant_supported(w.type)) return cpu::matmul_quant(*pool_, w, x, out);
         cpu::matmul(*pool_, w, x, out);
+    }
+    // Weights with packed layouts of one type and row length share one activation quantization and one
+    // parallel pass (no thread hand-off, tail or stream restart between them); others go one by one.
+    void matmul_multi(std::span<const tensor> ws, const tensor& x, std::span<const tensor> outs) override {
+        if (ws.size() != outs.size() || ws.empty()) return backend::matmul_multi(ws, x, outs);
+        std::vector<std::shared_ptr<const derived_layout>> held;
+        std::vector<const derived_layout*> ls;
+        for (size_t i = 0; i < ws.size(); ++i) {
+            checks::matmul(ws[i], x, outs[i]);
+            held.push_back(ws[i].buf->layout(ws[i]));
+            ls.push_back(held.back().get());
+        }
+        if (std::find(ls.begin(), ls.end(), nullptr) == ls.end() && cpu::matmul_packed(*pool_, ls, x, outs)) return;
+        backend::matmul_multi(ws, x, outs);
     }
 
     void rope(const tensor& x, const tensor& pos, const rope_params& p) override {

@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -180,8 +181,15 @@ void group_pass(const packed_quant& p, int64_t g, const packed_acts& x, int64_t 
     }
 }
 
+// One weight of a run_groups call: its layout, its output and the first group of it in the call's numbering.
+struct group_job {
+    const packed_quant* p;
+    float* out;
+    int64_t first;
+};
+
 template <dtype T>
-void run_groups(thread_pool& pool, const packed_quant& p, const packed_acts& x, int64_t m, float* out) {
+void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed_acts& x, int64_t m) {
     // Up to 6 activation rows per pass over a group (8 weight registers, 6 accumulators and the temporaries fit
     // the 32 registers), the rows spread evenly over the passes: 5 rows take one pass, not 4 + 1.
     constexpr int64_t max_tile = 6;
@@ -194,15 +202,24 @@ void run_groups(thread_pool& pool, const packed_quant& p, const packed_acts& x, 
     // GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance, and 8 KiB from 2 rows
     // made a 2-row pass slower at ~34 GB/s and no faster at ~60.
     const size_t ahead = m >= 3 ? 8192 : 0;
-    pool.parallel_for(p.groups(), grain(rows_per_group * p.k * m), [&](int64_t g0, int64_t g1) {
-        const uint8_t* end = p.data.get() + size_t(g1) * p.group_bytes;
-        for (int64_t g = g0; g < g1; ++g) {
-            // All activation rows against one group while its weights are hot in L1/L2; the first pass
-            // prefetches ahead in this thread's range.
-            for (int64_t i = 0, m0 = 0; i < passes; ++i) {
-                const int64_t mb = (m - m0) / (passes - i);
-                group_pass<T>(p, g, x, m0, mb, out, i == 0 ? ahead : 0, end);
-                m0 += mb;
+    // The groups of all the weights are numbered one after the other, so that the threads split them as one
+    // stream: a chunk may end one weight and start the next.
+    const group_job& last = jobs.back();
+    const int64_t total = last.first + last.p->groups();
+    pool.parallel_for(total, grain(rows_per_group * last.p->k * m), [&](int64_t g0, int64_t g1) {
+        for (const group_job& j : jobs) {
+            const int64_t b = std::max(g0, j.first), e = std::min(g1, j.first + j.p->groups());
+            if (b >= e) continue;
+            const packed_quant& p = *j.p;
+            const uint8_t* end = p.data.get() + size_t(e - j.first) * p.group_bytes;
+            for (int64_t g = b - j.first; g < e - j.first; ++g) {
+                // All activation rows against one group while its weights are hot in L1/L2; the first pass
+                // prefetches ahead in this thread's range.
+                for (int64_t i = 0, m0 = 0; i < passes; ++i) {
+                    const int64_t mb = (m - m0) / (passes - i);
+                    group_pass<T>(p, g, x, m0, mb, j.out, i == 0 ? ahead : 0, end);
+                    m0 += mb;
+                }
             }
         }
     });
@@ -241,16 +258,28 @@ std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, host_arena& 
 #endif
 }
 
-bool matmul_packed(thread_pool& pool, const derived_layout& l, const tensor& x, const tensor& out) {
+bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls, const tensor& x,
+                   std::span<const tensor> outs) {
 #if defined(TANDEM_QUANT_AVX512)
-    const auto* p = dynamic_cast<const packed_quant*>(&l);
-    if (p == nullptr || chosen_path() != quant_path::avx512) return false;
-    const int64_t m = x.nrows(), k = p->k, real_blocks = k / qk;
+    if (ls.empty() || ls.size() != outs.size() || chosen_path() != quant_path::avx512) return false;
+    std::vector<group_job> jobs;
+    jobs.reserve(ls.size());
+    int64_t first = 0;
+    for (size_t i = 0; i < ls.size(); ++i) {
+        const auto* p = dynamic_cast<const packed_quant*>(ls[i]);
+        // One activation quantization serves every weight: they must share the row length and the weight type
+        // (whose offset the activation sums carry).
+        if (p == nullptr || (!jobs.empty() && (p->k != jobs[0].p->k || p->type != jobs[0].p->type))) return false;
+        jobs.push_back({p, outs[i].host<float>(), first});
+        first += p->groups();
+    }
+    const packed_quant& p0 = *jobs.front().p;
+    const int64_t m = x.nrows(), k = p0.k, real_blocks = k / qk;
     if (m == 0) return true;
     // Activations, quantized into a per-thread scratch kept between calls (no allocation per decode step):
     // m * nblk * 32 int8, then m * nblk scales and sums, the padding block (odd block counts) zeroed.
     thread_local std::vector<uint8_t> scratch;
-    const size_t q_bytes = size_t(m * p->nblk) * qk, v_bytes = size_t(m * p->nblk) * 4;
+    const size_t q_bytes = size_t(m * p0.nblk) * qk, v_bytes = size_t(m * p0.nblk) * 4;
     const size_t need = q_bytes + 2 * v_bytes;
     if (scratch.size() < need) scratch.resize(need);
     auto* q = reinterpret_cast<int8_t*>(scratch.data());
@@ -259,32 +288,31 @@ bool matmul_packed(thread_pool& pool, const derived_layout& l, const tensor& x, 
     const float* xp = x.host<const float>();
     // The weights' unsigned bytes are the values plus this offset; block_tile starts each dot product from
     // offset * (-sum of the activation bytes), which quantize_row's negated sums give after one multiply.
-    const int32_t offset = p->type == dtype::q4_0 ? 8 : 128;
+    const int32_t offset = p0.type == dtype::q4_0 ? 8 : 128;
     pool.parallel_for(m, grain(k * 4), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-            const size_t at = size_t(r * p->nblk);
+            const size_t at = size_t(r * p0.nblk);
             quantize_row(quant_path::avx512, xp + r * k, q + at * qk, d + at, s + at, real_blocks);
             for (int64_t b = 0; b < real_blocks; ++b) s[at + size_t(b)] *= offset;
-            if (real_blocks < p->nblk) {
+            if (real_blocks < p0.nblk) {
                 std::memset(q + (at + size_t(real_blocks)) * qk, 0, qk);
                 d[at + size_t(real_blocks)] = 0.f;
                 s[at + size_t(real_blocks)] = 0;
             }
         }
     });
-    const packed_acts xa{q, d, s, p->nblk};
-    float* op = out.host<float>();
-    if (p->type == dtype::q4_0) {
-        run_groups<dtype::q4_0>(pool, *p, xa, m, op);
+    const packed_acts xa{q, d, s, p0.nblk};
+    if (p0.type == dtype::q4_0) {
+        run_groups<dtype::q4_0>(pool, jobs, xa, m);
     } else {
-        run_groups<dtype::q8_0>(pool, *p, xa, m, op);
+        run_groups<dtype::q8_0>(pool, jobs, xa, m);
     }
     return true;
 #else
     (void)pool;
-    (void)l;
+    (void)ls;
     (void)x;
-    (void)out;
+    (void)outs;
     return false;
 #endif
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "backends/backend.h"
@@ -34,9 +35,11 @@ void get_rows_quant(thread_pool& pool, const tensor& table, const int32_t* ids, 
 
 // cpu_matmul_packed.cpp: Q8_0 / Q4_0 weights with rows interleaved in groups of 16 for the AVX512-VNNI path
 // (backend::prepare_weight). pack_quant: the layout, or nullptr where w's type or the chosen path has none.
-// matmul_packed: out = x w^T through such a layout; false (nothing done) when l is not one.
+// matmul_packed: outs[i] = x ws[i]^T through such layouts, x quantized once for all of them; false (nothing done)
+// unless every layout is one and they share the row length and the type.
 std::shared_ptr<const derived_layout> pack_quant(thread_pool& pool, host_arena& arena, const tensor& w);
-bool matmul_packed(thread_pool& pool, const derived_layout& l, const tensor& x, const tensor& out);
+bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls, const tensor& x,
+                   std::span<const tensor> outs);
 
 // cpu_matmul_kquant.cpp: Q4_K / Q6_K weights read super-block by super-block (activations quantized to Q8_K-like
 // blocks of 256 per call). Rows must be whole super-blocks (256 elements).

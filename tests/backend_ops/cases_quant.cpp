@@ -164,4 +164,48 @@ TEST_P(backend_ops, get_rows_q4_0_f32) {
     get_rows_sweep(*this, dtype::q4_0);
 }
 
+// matmul_multi: several weights on one activation (a layer's Q/K/V or gate/up). Row counts off the 16-row groups,
+// an odd block count, 1..7 activation rows; one type for all (the cpu backend's shared pass over packed layouts)
+// and mixed types (one matmul after the other), prepared and not.
+TEST_P(backend_ops, matmul_multi_quant_f32) {
+    TANDEM_SKIP_UNSUPPORTED(op::matmul, dtype::q4_0);
+    const std::vector<std::vector<dtype>> type_sets = {
+        {dtype::q4_0, dtype::q4_0, dtype::q4_0}, {dtype::q8_0, dtype::q8_0}, {dtype::q4_0, dtype::q8_0, dtype::f32}};
+    for (const auto& types : type_sets) {
+        bool ok = true;
+        for (dtype t : types) ok = ok && supports(op::matmul, t);
+        if (!ok) continue;
+        for (int64_t k : {int64_t(96), int64_t(2048)}) {
+            for (int64_t m : {int64_t(1), int64_t(2), int64_t(7)}) {
+                const int64_t rows[] = {37, 16, 203};
+                op_case c = quant_matmul_case(random(), quantized_arg(random(), types[0], {k, rows[0], 1, 1}), m,
+                                              exact_activations(GetParam(), types[0]));
+                c.desc = "matmul_multi " + std::to_string(types.size()) + " weights, first " + c.desc;
+                const arg x = c.args[1];
+                c.args = {};
+                for (size_t i = 0; i < types.size(); ++i) {
+                    c.args.push_back(types[i] == dtype::f32 ? random_arg(random(), dtype::f32, {k, rows[i], 1, 1})
+                                                            : quantized_arg(random(), types[i], {k, rows[i], 1, 1}));
+                }
+                c.args.push_back(x);
+                c.outputs = {};
+                for (size_t i = 0; i < types.size(); ++i) {
+                    c.outputs.push_back(int(c.args.size()));
+                    c.args.push_back(output_arg(dtype::f32, {rows[i], m, 1, 1}));
+                }
+                const size_t nw = types.size();
+                c.run = [nw](backend& b, const std::vector<tensor>& a) {
+                    b.matmul_multi(std::span(a.data(), nw), a[nw], std::span(a.data() + nw + 1, nw));
+                };
+                check(c);
+                c.desc += " prepared";
+                c.prepare = [nw](backend& b, const std::vector<tensor>& a) {
+                    for (size_t i = 0; i < nw; ++i) b.prepare_weight(a[i]);
+                };
+                check(c);
+            }
+        }
+    }
+}
+
 }  // namespace tandem::test
