@@ -143,21 +143,40 @@ inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packe
     }
 }
 
+// What one pass over a group prefetches into L2, so that lines come from DRAM while it computes; without it a
+// multi-row pass ran at compute speed with the memory idle, and cost about the sum of its memory and compute times
+// instead of their max. Either
+// - ahead: the bytes this far past each pair of the group being computed, up to end (this thread's range): a
+//   group's only pass, or
+// - slice: when several passes go over a group (from the second on, its lines come from L1/L2), the
+//   slice_bytes of the next group that this pass fetches, spread evenly over its pairs: the passes share the next
+//   group between them, so the memory stays busy through all of them.
+struct pass_prefetch {
+    size_t ahead = 0;
+    const uint8_t* end = nullptr;
+    const uint8_t* slice = nullptr;
+    size_t slice_bytes = 0;  // a multiple of 64
+};
+
 // Rows 16g .. 16g + 15 (those below n) of MB output rows from m0.
-// ahead: prefetch the bytes this far ahead of each pair (0: none), up to end (this thread's range), so that the
-// lines come from DRAM while this group computes; without it a multi-row pass ran at compute speed with the memory
-// idle, and a 5-row verification pass cost about the sum of its memory and compute times instead of their max.
 template <dtype T, int MB>
 void group_tile(const packed_quant& p, int64_t g, const packed_acts& x, int64_t m0, float* out, int64_t ldo,
-                size_t ahead, const uint8_t* end) {
+                const pass_prefetch& pf) {
     const uint8_t* grp = p.data.get() + size_t(g) * p.group_bytes;
+    const size_t pairs = size_t(p.nblk / 2);
     __m512 acc[MB];
     for (auto& a : acc) a = _mm512_setzero_ps();
     for (int64_t b = 0; b < p.nblk; b += 2) {
-        const uint8_t* pair = grp + size_t(b / 2) * p.pair_bytes;
-        if (ahead != 0 && pair + ahead < end) {
-            const uint8_t* np = pair + ahead;
+        const size_t j = size_t(b / 2);
+        const uint8_t* pair = grp + j * p.pair_bytes;
+        if (pf.ahead != 0 && pair + pf.ahead < pf.end) {
+            const uint8_t* np = pair + pf.ahead;
             for (size_t l = 0; l < p.pair_bytes; l += 64) prefetch_line(np + l);
+        }
+        if (pf.slice != nullptr) {
+            // Lines [from, to) of the slice: every line once over the pass (the last pair's `to` is slice_bytes).
+            const size_t from = j * pf.slice_bytes / pairs / 64 * 64, to = (j + 1) * pf.slice_bytes / pairs / 64 * 64;
+            for (size_t l = from; l < to; l += 64) prefetch_line(pf.slice + l);
         }
         block_tile<T, MB>(pair, pair + 64, x, m0, b, acc);
         block_tile<T, MB>(pair + 32, pair + 64 + p.chunk_bytes, x, m0, b + 1, acc);
@@ -167,18 +186,73 @@ void group_tile(const packed_quant& p, int64_t g, const packed_acts& x, int64_t 
     for (int mb = 0; mb < MB; ++mb) _mm512_mask_storeu_ps(out + (m0 + mb) * ldo + g * rows_per_group, keep, acc[mb]);
 }
 
-// Rows m0 .. m0 + mb - 1 (mb <= max_tile) against group g.
+// The most activation rows one pass takes (8 weight registers, 12 accumulators and the temporaries fit the 32
+// registers), and the most a pass takes when a group needs several.
+constexpr int64_t max_single_pass = 12, max_multi_pass = 9;
+
+// Rows m0 .. m0 + mb - 1 (mb <= max_single_pass) against group g.
 template <dtype T>
 void group_pass(const packed_quant& p, int64_t g, const packed_acts& x, int64_t m0, int64_t mb, float* out,
-                size_t ahead, const uint8_t* end) {
+                const pass_prefetch& pf) {
     switch (mb) {
-        case 6: return group_tile<T, 6>(p, g, x, m0, out, p.n, ahead, end);
-        case 5: return group_tile<T, 5>(p, g, x, m0, out, p.n, ahead, end);
-        case 4: return group_tile<T, 4>(p, g, x, m0, out, p.n, ahead, end);
-        case 3: return group_tile<T, 3>(p, g, x, m0, out, p.n, ahead, end);
-        case 2: return group_tile<T, 2>(p, g, x, m0, out, p.n, ahead, end);
-        default: return group_tile<T, 1>(p, g, x, m0, out, p.n, ahead, end);
+        case 12: return group_tile<T, 12>(p, g, x, m0, out, p.n, pf);
+        case 11: return group_tile<T, 11>(p, g, x, m0, out, p.n, pf);
+        case 10: return group_tile<T, 10>(p, g, x, m0, out, p.n, pf);
+        case 9: return group_tile<T, 9>(p, g, x, m0, out, p.n, pf);
+        case 8: return group_tile<T, 8>(p, g, x, m0, out, p.n, pf);
+        case 7: return group_tile<T, 7>(p, g, x, m0, out, p.n, pf);
+        case 6: return group_tile<T, 6>(p, g, x, m0, out, p.n, pf);
+        case 5: return group_tile<T, 5>(p, g, x, m0, out, p.n, pf);
+        case 4: return group_tile<T, 4>(p, g, x, m0, out, p.n, pf);
+        case 3: return group_tile<T, 3>(p, g, x, m0, out, p.n, pf);
+        case 2: return group_tile<T, 2>(p, g, x, m0, out, p.n, pf);
+        default: return group_tile<T, 1>(p, g, x, m0, out, p.n, pf);
     }
+}
+
+// How far ahead of its loads a pass prefetches into L2 (0: not at all), and from how many activation rows. The best
+// plan depends on the core's memory pipeline, so it is chosen by CPU vendor (TANDEM_CPU_PREFETCH overrides it);
+// measured with 2 threads, settings alternated in one process:
+// - AMD (Zen 4, 2 vCPUs): 8 KiB from 3 rows. From 3 rows up a pass computes long enough per line that the hardware
+//   prefetcher alone leaves the memory idle part of the time: 4 KiB ahead let a 3-row pass of the 1.1B shape take
+//   about as long as a 1-row one (22 against 38 ms), and 8 KiB kept the memory busy in that VM's ~60 GB/s mode
+//   too (3 rows: 18.5-19.2 -> 15.8-16.2 ms there, no slower at ~34 GB/s). For 1-2 rows prefetching only added
+//   traffic: a 1-thread GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance, and
+//   8 KiB from 2 rows made a 2-row pass slower at ~34 GB/s and no faster at ~60.
+// - Intel (a Xeon with AMX, 2 vCPUs, ~35 GB/s): 2 KiB from 1 row. 4096 x 4096 Q4_0 weights streamed from DRAM: 1
+//   row 23.5 GB/s without, 29.7 with 2 KiB (4 KiB 29.1, 8 KiB 28.6); 2 rows 22.3 -> 28.3; 5 rows 19.0 -> 23.2;
+//   Q8_0 1 row 29.2 -> 32.4. The 1.1B shape's decode step: 26.4 -> 21.7 ms.
+struct prefetch_plan {
+    size_t ahead;
+    int64_t min_rows;
+};
+
+const prefetch_plan& chosen_prefetch() {
+    static const prefetch_plan plan = [] {
+        const prefetch_plan amd{8192, 3}, intel{2048, 1};
+        const char* env = std::getenv("TANDEM_CPU_PREFETCH");
+        const std::string v = env != nullptr ? env : "";
+        if (v.empty() || v == "auto") return __builtin_cpu_is("intel") ? intel : amd;
+        if (v == "off") return prefetch_plan{0, 1};
+        // BYTES or BYTES@ROWS
+        char* rest = nullptr;
+        const unsigned long long bytes = std::strtoull(v.c_str(), &rest, 10);
+        long long rows = 1;
+        bool ok = rest != v.c_str() && bytes > 0 && bytes % 64 == 0 && bytes <= (1u << 20);
+        if (ok && *rest == '@') {
+            const char* r = rest + 1;
+            rows = std::strtoll(r, &rest, 10);
+            ok = rest != r && rows >= 1 && rows <= 4096;
+        }
+        if (!ok || *rest != '\0') {
+            throw error(TANDEM_ERR_INVALID_ARGUMENT,
+                        "TANDEM_CPU_PREFETCH=" + v +
+                            ": expected auto, off, or a distance in bytes (a multiple of 64, at most 1 MiB) with an "
+                            "optional @ROWS (the fewest activation rows that prefetch), e.g. 8192@3");
+        }
+        return prefetch_plan{size_t(bytes), rows};
+    }();
+    return plan;
 }
 
 // One weight of a run_groups call: its layout, its output and the first group of it in the call's numbering.
@@ -190,18 +264,14 @@ struct group_job {
 
 template <dtype T>
 void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed_acts& x, int64_t m) {
-    // Up to 6 activation rows per pass over a group (8 weight registers, 6 accumulators and the temporaries fit
-    // the 32 registers), the rows spread evenly over the passes: 5 rows take one pass, not 4 + 1.
-    constexpr int64_t max_tile = 6;
-    const int64_t passes = (m + max_tile - 1) / max_tile;
-    // From 3 rows up a pass computes long enough per line that the hardware prefetcher alone leaves the memory
-    // idle part of the time: software prefetch 4 KiB ahead (into L2) let a 3-row pass take about as long as a
-    // 1-row one at 2 threads (22 against 38 ms for the 1.1B shape). 8 KiB keeps the memory busy when the 2-thread
-    // bandwidth is in this VM's ~60 GB/s mode too (1.1B shape, 3 rows: 18.5-19.2 -> 15.8-16.2 ms there, no slower
-    // at ~34 GB/s; tandem-bench verify, 3 alternating rounds). For 1-2 rows it only added traffic: a 1-thread
-    // GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance, and 8 KiB from 2 rows
-    // made a 2-row pass slower at ~34 GB/s and no faster at ~60.
-    const size_t ahead = m >= 3 ? 8192 : 0;
+    // Up to 12 rows in one pass over a group, so that the pass's prefetching covers all its computing: one pass
+    // instead of two took a 9-row verification pass of the 1.1B shape from 42-43 to 35-36 ms on the Intel VM (2
+    // threads, tandem-bench verify, alternated). Beyond that, passes of at most 9 rows, the rows spread evenly over
+    // them (17 rows: 9 + 8): there 8-9 rows a pass gave the best rate (65 rows, 6 passes of ~11: 222 ms, 8 passes
+    // of ~8: 213 ms; 11 passes of ~6: 226 ms).
+    const int64_t passes = m <= max_single_pass ? 1 : (m + max_multi_pass - 1) / max_multi_pass;
+    const prefetch_plan& plan = chosen_prefetch();
+    const size_t ahead = m >= plan.min_rows ? plan.ahead : 0;
     // The groups of all the weights are numbered one after the other, so that the threads split them as one
     // stream: a chunk may end one weight and start the next.
     const group_job& last = jobs.back();
@@ -213,11 +283,22 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
             const packed_quant& p = *j.p;
             const uint8_t* end = p.data.get() + size_t(e - j.first) * p.group_bytes;
             for (int64_t g = b - j.first; g < e - j.first; ++g) {
-                // All activation rows against one group while its weights are hot in L1/L2; the first pass
-                // prefetches ahead in this thread's range.
+                // All activation rows against one group while its weights are hot in L1/L2.
+                const uint8_t* next = p.data.get() + size_t(g + 1) * p.group_bytes;
                 for (int64_t i = 0, m0 = 0; i < passes; ++i) {
                     const int64_t mb = (m - m0) / (passes - i);
-                    group_pass<T>(p, g, x, m0, mb, j.out, i == 0 ? ahead : 0, end);
+                    pass_prefetch pf;
+                    if (ahead != 0 && passes == 1) {
+                        pf.ahead = ahead;
+                        pf.end = end;
+                    } else if (ahead != 0 && next < end) {
+                        const size_t lines = p.group_bytes / 64;
+                        const size_t from = lines * size_t(i) / size_t(passes) * 64,
+                                     to = lines * size_t(i + 1) / size_t(passes) * 64;
+                        pf.slice = next + from;
+                        pf.slice_bytes = to - from;
+                    }
+                    group_pass<T>(p, g, x, m0, mb, j.out, pf);
                     m0 += mb;
                 }
             }

@@ -4,6 +4,7 @@
 // dequantizes the weights and multiplies by the f32 activations.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <string>
 
@@ -15,7 +16,9 @@ namespace tandem::test {
 
 namespace {
 
-const int64_t ms[] = {1, 2, 5, 8, 9, 17, 64, 300};
+// Row counts: the cpu backend's packed kernel takes up to 12 rows in one pass (tiles 1-12) and more in passes of
+// at most 9 (17: 9 + 8; 64: 8 x 8; 300).
+const int64_t ms[] = {1, 2, 5, 8, 9, 10, 12, 17, 64, 300};
 const int64_t ks[] = {32, 96, 256, 4096, 4160};
 const int64_t ns[] = {1, 7, 48, 250, 513};  // 48: whole groups of 16 rows (prepared layouts), 250 and 513 with a tail
 // Multiply-adds per case above which the fixed sweep leaves a shape to the random set (cpu_ref is naive).
@@ -68,11 +71,11 @@ void matmul_sweep(backend_ops& t, dtype wt) {
         int64_t k, n, m;
     };
     std::vector<shape> shapes = {{4096, 4099, 1}, {4160, 4099, 2}, {4096, 4099, 17}, {64, 4099, 300}, {4096, 250, 300}};
-    const int64_t rand_ns[] = {1, 7, 33, 250, 4099}, rand_ms[] = {1, 2, 5, 17, 64, 300};
+    const int64_t rand_ns[] = {1, 7, 33, 250, 4099}, rand_ms[] = {1, 2, 5, 11, 13, 17, 64, 300};
     rng& r = t.random();
     while (shapes.size() < 17) {
         shape s{32 * r.integer(1, 160), r.integer(0, 2) == 0 ? 2 * r.integer(0, 2500) + 1 : rand_ns[r.integer(0, 4)],
-                rand_ms[r.integer(0, 5)]};
+                rand_ms[r.integer(0, int64_t(std::size(rand_ms)) - 1)]};
         if (s.k * s.n * s.m <= 3 * k_sweep_macs / 2) shapes.push_back(s);
     }
     // Prepared (backend::prepare_weight, as a model's weights are) and, for the first few, also as they are.
