@@ -93,7 +93,9 @@ struct packed_acts {
 #if defined(TANDEM_QUANT_AVX512)
 
 // Into L2 (prefetcht1): a group's pair stream prefetched into L1 evicted the lines still being computed on.
-inline void prefetch_line(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
+// A volatile asm, so that the compiler keeps each prefetch where it is written: with _mm_prefetch GCC 12 gathered
+// the spread prefetches of a pair's row iterations into one place.
+inline void prefetch_line(const uint8_t* p) { asm volatile("prefetcht1 %0" : : "m"(*p)); }
 
 // acc + dpbusd(w, the 4 bytes at x4 broadcast to every lane), the broadcast embedded in the instruction's memory
 // operand ({1to16}): GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32, one extra instruction per dpbusd.
@@ -109,10 +111,18 @@ inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* x4) {
 #endif
 }
 
-// One block of a group against MB activation rows: acc[mb] (lane r = weight row r) += dw * dx * dot.
+// The 64-byte lines of one pair of blocks of a group: the scale line and the two blocks' quants.
+template <dtype T>
+constexpr int pair_lines = (64 + 2 * (T == dtype::q4_0 ? 256 : 512)) / 64;
+
+// One block of a group against MB activation rows: acc[mb] (lane r = weight row r) += dw * dx * dot. With pf set,
+// the block is half `half` (0 or 1) of its pair, and each row's iteration prefetches its share of the pair_lines
+// at pf: the pair's 2 * MB row iterations prefetch the pair's lines in even steps. Always inlined, so that
+// `half` and the line ranges are constants (a call per block had spilled the accumulators).
 template <dtype T, int MB>
-inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packed_acts& x, int64_t m0, int64_t b,
-                       __m512 (&acc)[MB]) {
+__attribute__((always_inline)) inline void block_tile(const uint8_t* scales, const uint8_t* chunks,
+                                                      const packed_acts& x, int64_t m0, int64_t b, __m512 (&acc)[MB],
+                                                      const uint8_t* pf, int half) {
     // w[j] meets activation bytes 4j .. 4j + 3 of the block.
     __m512i w[8];
     if constexpr (T == dtype::q4_0) {
@@ -129,6 +139,11 @@ inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packe
     constexpr __mmask16 all = 0xffff;
     const __m512 dw = _mm512_maskz_cvtph_ps(all, _mm256_load_si256(reinterpret_cast<const __m256i*>(scales)));
     for (int mb = 0; mb < MB; ++mb) {
+        if (pf != nullptr) {
+            constexpr int lines = pair_lines<T>, steps = 2 * MB;
+            const int t = half * MB + mb;
+            for (int l = t * lines / steps; l < (t + 1) * lines / steps; ++l) prefetch_line(pf + 64 * l);
+        }
         const size_t row = size_t(m0 + mb) * size_t(x.nblk) + size_t(b);
         const int8_t* xq = x.q + row * qk;
         // Two chains of four dpbusd each: half the latency of one chain of eight. The first starts from the
@@ -153,6 +168,7 @@ inline void block_tile(const uint8_t* scales, const uint8_t* chunks, const packe
 //   group between them, so the memory stays busy through all of them.
 struct pass_prefetch {
     size_t ahead = 0;
+    bool spread = false;  // ahead's lines spread over the pair's row iterations, else all at the pair's start
     const uint8_t* end = nullptr;
     const uint8_t* slice = nullptr;
     size_t slice_bytes = 0;  // a multiple of 64
@@ -169,17 +185,22 @@ void group_tile(const packed_quant& p, int64_t g, const packed_acts& x, int64_t 
     for (int64_t b = 0; b < p.nblk; b += 2) {
         const size_t j = size_t(b / 2);
         const uint8_t* pair = grp + j * p.pair_bytes;
+        const uint8_t* spread = nullptr;
         if (pf.ahead != 0 && pair + pf.ahead < pf.end) {
             const uint8_t* np = pair + pf.ahead;
-            for (size_t l = 0; l < p.pair_bytes; l += 64) prefetch_line(np + l);
+            if (pf.spread) {
+                spread = np;
+            } else {
+                for (size_t l = 0; l < p.pair_bytes; l += 64) prefetch_line(np + l);
+            }
         }
         if (pf.slice != nullptr) {
             // Lines [from, to) of the slice: every line once over the pass (the last pair's `to` is slice_bytes).
             const size_t from = j * pf.slice_bytes / pairs / 64 * 64, to = (j + 1) * pf.slice_bytes / pairs / 64 * 64;
             for (size_t l = from; l < to; l += 64) prefetch_line(pf.slice + l);
         }
-        block_tile<T, MB>(pair, pair + 64, x, m0, b, acc);
-        block_tile<T, MB>(pair + 32, pair + 64 + p.chunk_bytes, x, m0, b + 1, acc);
+        block_tile<T, MB>(pair, pair + 64, x, m0, b, acc, spread, 0);
+        block_tile<T, MB>(pair + 32, pair + 64 + p.chunk_bytes, x, m0, b + 1, acc, spread, 1);
     }
     const int64_t valid = std::min<int64_t>(rows_per_group, p.n - g * rows_per_group);
     const __mmask16 keep = valid == rows_per_group ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
@@ -210,31 +231,45 @@ void group_pass(const packed_quant& p, int64_t g, const packed_acts& x, int64_t 
     }
 }
 
-// How far ahead of its loads a pass prefetches into L2 (0: not at all), and from how many activation rows. The best
-// plan depends on the core's memory pipeline, so it is chosen by CPU vendor (TANDEM_CPU_PREFETCH overrides it);
-// measured with 2 threads, settings alternated in one process:
-// - AMD (Zen 4, 2 vCPUs): 8 KiB from 3 rows. From 3 rows up a pass computes long enough per line that the hardware
-//   prefetcher alone leaves the memory idle part of the time: 4 KiB ahead let a 3-row pass of the 1.1B shape take
-//   about as long as a 1-row one (22 against 38 ms), and 8 KiB kept the memory busy in that VM's ~60 GB/s mode
-//   too (3 rows: 18.5-19.2 -> 15.8-16.2 ms there, no slower at ~34 GB/s). For 1-2 rows prefetching only added
-//   traffic: a 1-thread GEMV ran at the read bandwidth without it and at half of it with a 2 KiB distance, and
-//   8 KiB from 2 rows made a 2-row pass slower at ~34 GB/s and no faster at ~60.
-// - Intel (a Xeon with AMX, 2 vCPUs, ~35 GB/s): 2 KiB from 1 row. 4096 x 4096 Q4_0 weights streamed from DRAM: 1
-//   row 23.5 GB/s without, 29.7 with 2 KiB (4 KiB 29.1, 8 KiB 28.6); 2 rows 22.3 -> 28.3; 5 rows 19.0 -> 23.2;
-//   Q8_0 1 row 29.2 -> 32.4. The 1.1B shape's decode step: 26.4 -> 21.7 ms.
+// How far ahead of its loads a pass prefetches into L2 (0: not at all), from how many activation rows, and how the
+// prefetches are placed. The best plan depends on the core's memory pipeline, so it is chosen by CPU vendor
+// (TANDEM_CPU_PREFETCH overrides it); measured with 2 threads, settings alternated in one process:
+// - AMD (Zen 4, 2 vCPUs): 8 KiB from 3 rows, a pair's lines all at the pair's start. From 3 rows up a pass
+//   computes long enough per line that the hardware prefetcher alone leaves the memory idle part of the time:
+//   4 KiB ahead let a 3-row pass of the 1.1B shape take about as long as a 1-row one (22 against 38 ms), and
+//   8 KiB kept the memory busy in that VM's ~60 GB/s mode too (3 rows: 18.5-19.2 -> 15.8-16.2 ms there, no
+//   slower at ~34 GB/s). For 1-2 rows prefetching only added traffic: a 1-thread GEMV ran at the read bandwidth
+//   without it and at half of it with a 2 KiB distance, and 8 KiB from 2 rows made a 2-row pass slower at
+//   ~34 GB/s and no faster at ~60. (The spread placement below was never measured on AMD.)
+// - Intel (a Xeon with AMX, 2 vCPUs, ~33 GB/s): 2 KiB ahead at 1 row, 2 KiB more per row up to 6 KiB, spread.
+//   Prefetching at all: 4096 x 4096 Q4_0 weights from DRAM, 1 row 23.5 GB/s without, 29.7 with 2 KiB; 5 rows
+//   19.0 -> 23.2; Q8_0 1 row 29.2 -> 32.4; the 1.1B shape's decode step 26.4 -> 21.7 ms. Spread: a pass that
+//   issues a pair's 9 (Q4_0) prefetches one after the other at the pair's start streams slower than one whose row
+//   iterations issue them in even steps over the pair, and with the steps spread, more rows want a longer
+//   distance. 2048 x 5632 Q4_0 weights from DRAM, 100 copies, GB/s for 1 / 2 / 3 / 4 / 5 / 9 rows: all at the
+//   start with 2 KiB (the plan before) 24.9-27.0 / 24.1-24.5 / 23.1-23.6 / 22.0 / 19.8-20.0 / 16.1-16.5, this
+//   plan 25.6-27.5 / 27.1-27.5 / 25.8-25.9 / 25.5-25.7 / 22.3-23.0 / 16.5-17.5; one 650 MB matrix, spread, by
+//   distance: 1 row best at 2 KiB (29.7-30.4, 28.8-29.5 at 4 KiB), 4-6 rows at 4-8 KiB (5 rows 21.1-22.5 at
+//   2 KiB, 24.9-25.8 at 6 KiB).
 struct prefetch_plan {
-    size_t ahead;
+    size_t ahead;      // at min_rows rows
+    size_t max_ahead;  // each row more adds `ahead`, up to this
     int64_t min_rows;
+    bool spread;
+    size_t distance(int64_t rows) const {
+        if (ahead == 0 || rows < min_rows) return 0;
+        return std::min(max_ahead, ahead * size_t(rows - min_rows + 1));
+    }
 };
 
 const prefetch_plan& chosen_prefetch() {
     static const prefetch_plan plan = [] {
-        const prefetch_plan amd{8192, 3}, intel{2048, 1};
+        const prefetch_plan amd{8192, 8192, 3, false}, intel{2048, 6144, 1, true};
         const char* env = std::getenv("TANDEM_CPU_PREFETCH");
         const std::string v = env != nullptr ? env : "";
         if (v.empty() || v == "auto") return __builtin_cpu_is("intel") ? intel : amd;
-        if (v == "off") return prefetch_plan{0, 1};
-        // BYTES or BYTES@ROWS
+        if (v == "off") return prefetch_plan{0, 0, 1, false};
+        // BYTES[@ROWS][/burst]
         char* rest = nullptr;
         const unsigned long long bytes = std::strtoull(v.c_str(), &rest, 10);
         long long rows = 1;
@@ -244,13 +279,19 @@ const prefetch_plan& chosen_prefetch() {
             rows = std::strtoll(r, &rest, 10);
             ok = rest != r && rows >= 1 && rows <= 4096;
         }
+        bool spread = true;
+        if (ok && std::string(rest) == "/burst") {
+            spread = false;
+            rest += 6;
+        }
         if (!ok || *rest != '\0') {
             throw error(TANDEM_ERR_INVALID_ARGUMENT,
                         "TANDEM_CPU_PREFETCH=" + v +
                             ": expected auto, off, or a distance in bytes (a multiple of 64, at most 1 MiB) with an "
-                            "optional @ROWS (the fewest activation rows that prefetch), e.g. 8192@3");
+                            "optional @ROWS (the fewest activation rows that prefetch) and /burst (a pair's lines "
+                            "all at its start instead of spread over its rows), e.g. 8192@3/burst");
         }
-        return prefetch_plan{size_t(bytes), rows};
+        return prefetch_plan{size_t(bytes), size_t(bytes), rows, spread};
     }();
     return plan;
 }
@@ -271,7 +312,7 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
     // of ~8: 213 ms; 11 passes of ~6: 226 ms).
     const int64_t passes = m <= max_single_pass ? 1 : (m + max_multi_pass - 1) / max_multi_pass;
     const prefetch_plan& plan = chosen_prefetch();
-    const size_t ahead = m >= plan.min_rows ? plan.ahead : 0;
+    const size_t ahead = plan.distance(m);
     // The groups of all the weights are numbered one after the other, so that the threads split them as one
     // stream: a chunk may end one weight and start the next.
     const group_job& last = jobs.back();
@@ -290,6 +331,7 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
                     pass_prefetch pf;
                     if (ahead != 0 && passes == 1) {
                         pf.ahead = ahead;
+                        pf.spread = plan.spread;
                         pf.end = end;
                     } else if (ahead != 0 && next < end) {
                         const size_t lines = p.group_bytes / 64;
