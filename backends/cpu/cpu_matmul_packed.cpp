@@ -33,6 +33,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/cpu_ops.h"
@@ -98,21 +99,28 @@ struct packed_acts {
 
 // Into L2 (prefetcht1): a group's pair stream prefetched into L1 evicted the lines still being computed on.
 // A volatile asm, so that the compiler keeps each prefetch where it is written: with _mm_prefetch GCC 12 gathered
-// the spread prefetches of a pair's row iterations into one place.
-inline void prefetch_line(const uint8_t* p) { asm volatile("prefetcht1 %0" : : "m"(*p)); }
+// the spread prefetches of a pair's row iterations into one place. The address goes in a register, not as a memory
+// operand: a prefetch changes no value, and a memory operand made GCC store every accumulator before each one.
+inline void prefetch_line(const uint8_t* p) { asm volatile("prefetcht1 (%0)" : : "r"(p)); }
 
-// acc + dpbusd(w, the 4 bytes at x4 broadcast to every lane), the broadcast embedded in the instruction's memory
-// operand ({1to16}): GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32, one extra instruction per dpbusd.
-inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* x4) {
-#if defined(__GNUC__)
-    using i32_alias = int32_t __attribute__((may_alias));
-    asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const i32_alias*>(x4)));
+// acc + dpbusd(w, the 4 bytes at base + Disp broadcast to every lane), the broadcast embedded in the instruction's
+// memory operand ({1to16}; GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32, one more instruction per
+// dpbusd), the address as a register plus a constant. The asm names no memory operand: with one, GCC kept a copy
+// of every accumulator in memory (any memory the asm reads might hold them), a load and a store per row and
+// block. The bytes it reads are the quantized activations, written by matmul_packed before the pool runs the
+// kernels (another function, behind the pool's call), so no reordering can move the read before the write.
+template <int Disp>
+inline __m512i dpbusd_bcast_at(__m512i acc, __m512i w, const int8_t* base) {
+    asm("vpdpbusd %c3(%2)%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "r"(base), "i"(Disp));
     return acc;
-#else
-    int32_t v;
-    std::memcpy(&v, x4, 4);
-    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(v));
-#endif
+}
+
+// f(std::integral_constant<int, I>{}) for I = 0 .. N - 1, in order: loop indices that are constant expressions.
+template <int N, typename F>
+__attribute__((always_inline)) inline void static_for(F&& f) {
+    [&]<int... I>(std::integer_sequence<int, I...>) __attribute__((always_inline)) {
+        (f(std::integral_constant<int, I>{}), ...);
+    }(std::make_integer_sequence<int, N>{});
 }
 
 // The 64-byte lines of one pair of blocks of a group: the scale line and the two blocks' quants.
@@ -146,26 +154,26 @@ __attribute__((always_inline)) inline void block_tile(const uint8_t* scales, con
     const int8_t* xq0 = x.q + at * qk;
     const float* xd = x.d + at;
     const int32_t* xs = x.s + at;
-    // Unrolled (GCC stops unrolling a loop this long by itself), so that every offset is a constant.
-#pragma GCC unroll 16
-    for (int mb = 0; mb < MB; ++mb) {
+    // Every row and dot product spelled out at compile time, so that every offset is a constant.
+    static_for<MB>([&](auto mb_c) __attribute__((always_inline)) {
+        constexpr int mb = decltype(mb_c)::value;
         if (pf != nullptr) {
             constexpr int lines = pair_lines<T>, steps = 2 * MB;
             const int t = half * MB + mb;
 #pragma GCC unroll 16
             for (int l = t * lines / steps; l < (t + 1) * lines / steps; ++l) prefetch_line(pf + 64 * l);
         }
-        const int8_t* xq = xq0 + mb * qk;
         // Two chains of four dpbusd each: half the latency of one chain of eight. The first starts from the
         // weights' offset times the activation sum (x.s holds it, see matmul_packed).
         __m512i a0 = _mm512_set1_epi32(xs[mb]), a1 = _mm512_setzero_si512();
-        for (int j = 0; j < 8; j += 2) {
-            a0 = dpbusd_bcast(a0, w[j], xq + 4 * j);
-            a1 = dpbusd_bcast(a1, w[j + 1], xq + 4 * j + 4);
-        }
+        static_for<4>([&](auto jj) __attribute__((always_inline)) {
+            constexpr int j = 2 * decltype(jj)::value;
+            a0 = dpbusd_bcast_at<mb * qk + 4 * j>(a0, w[j], xq0);
+            a1 = dpbusd_bcast_at<mb * qk + 4 * j + 4>(a1, w[j + 1], xq0);
+        });
         const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xd[mb]));
         acc[mb] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all, _mm512_add_epi32(a0, a1)), scale, acc[mb]);
-    }
+    });
 }
 
 // What one pass over a group prefetches into L2, so that lines come from DRAM while it computes; without it a
