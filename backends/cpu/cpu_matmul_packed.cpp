@@ -335,7 +335,12 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
     // stream: a chunk may end one weight and start the next.
     const group_job& last = jobs.back();
     const int64_t total = last.first + last.p->groups();
-    pool.parallel_for(total, grain(rows_per_group * last.p->k * m), [&](int64_t g0, int64_t g1) {
+    // One contiguous range per thread (the pool's default is four chunks each, claimed in turn): each thread's
+    // stream then starts once per call instead of at every chunk. 1.1B Q4_0 verification passes on the Intel VM,
+    // medians of three alternated runs: decode 20.3 -> 19.7 ms, 5 rows 25.5 -> 25.4, 9 rows 33.6 -> 33.3 (in a
+    // sweep of the pool's default, 2 chunks per thread came out in between and 8 slower than 4).
+    const int64_t per_thread = (total + pool.size() - 1) / pool.size();
+    pool.parallel_for(total, std::max(grain(rows_per_group * last.p->k * m), per_thread), [&](int64_t g0, int64_t g1) {
         for (const group_job& j : jobs) {
             const int64_t b = std::max(g0, j.first), e = std::min(g1, j.first + j.p->groups());
             if (b >= e) continue;
