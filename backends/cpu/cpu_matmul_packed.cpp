@@ -83,16 +83,19 @@ void pack_group(const packed_quant& p, const uint8_t* w, int64_t g, uint8_t* dst
     }
 }
 
-// Activation rows quantized to Q8 blocks, nblk (even) blocks per row, a padding block all zeros, stored block by
-// block: block b of row r at index b * m + r (its 32 q at q + 32 * (b * m + r)). So a pass finds a block's rows at
-// constant offsets from one address per block, instead of computing one address per row (4 scalar instructions
-// per row and block, which took issue slots from the vector arithmetic): the 1.1B shape's verification passes on
-// the Intel VM, alternated in one process, 5 rows 27.4 -> 26.1 ms, 9 rows 36.8 -> 34.5, 1 row 21.0 -> 20.7.
+// Activation rows quantized to Q8 blocks, nblk (even) blocks per row, a padding block all zeros, stored in tiles of
+// the rows one pass over a row group takes (pass_rows), block by block within a tile: the tile of rows
+// [m0, m0 + tm) holds block b of row r at index m0 * nblk + b * tm + (r - m0) (its 32 q at 32 times that). So a pass
+// finds a block's rows at constant offsets from one address per block, instead of computing one address per row (4
+// scalar instructions per row and block, which took issue slots from the vector arithmetic): the 1.1B shape's
+// verification passes on the Intel VM, alternated in one process, 5 rows 27.4 -> 26.1 ms, 9 rows 36.8 -> 34.5, 1
+// row 21.0 -> 20.7. Tiles, not all the rows block by block: with 512 rows, a pass's rows of consecutive blocks
+// were 16 KiB apart, all in one L1 set, and the 512-row GEMM fell from ~750 to ~500 GFLOP/s.
 struct packed_acts {
     const int8_t* q;
     const float* d;
     const int32_t* s;
-    int64_t m;  // rows
+    int64_t nblk;
 };
 
 #if defined(TANDEM_QUANT_AVX512)
@@ -150,7 +153,7 @@ __attribute__((always_inline)) inline void block_tile(const uint8_t* scales, con
     // The zero-masking forms with a full mask: the plain ones trip GCC 12's -Wuninitialized (bug 105593).
     constexpr __mmask16 all = 0xffff;
     const __m512 dw = _mm512_maskz_cvtph_ps(all, _mm256_load_si256(reinterpret_cast<const __m256i*>(scales)));
-    const size_t at = size_t(b) * size_t(x.m) + size_t(m0);
+    const size_t at = size_t(m0) * size_t(x.nblk) + size_t(b) * MB;
     const int8_t* xq0 = x.q + at * qk;
     const float* xd = x.d + at;
     const int32_t* xs = x.s + at;
@@ -228,6 +231,22 @@ void group_tile(const packed_quant& p, int64_t g, const packed_acts& x, int64_t 
 // The most activation rows one pass takes (8 weight registers, 12 accumulators and the temporaries fit the 32
 // registers), and the most a pass takes when a group needs several.
 constexpr int64_t max_single_pass = 12, max_multi_pass = 9;
+
+// The passes over a row group for m activation rows: all in one up to max_single_pass rows, beyond that passes of at
+// most max_multi_pass, the rows spread evenly over them (17 rows: 9 + 8). Pass i takes rows [m0, m0 + rows).
+struct pass_span {
+    int64_t m0, rows;
+};
+std::vector<pass_span> pass_rows(int64_t m) {
+    const int64_t passes = m <= max_single_pass ? 1 : (m + max_multi_pass - 1) / max_multi_pass;
+    std::vector<pass_span> out;
+    for (int64_t i = 0, m0 = 0; i < passes; ++i) {
+        const int64_t rows = (m - m0) / (passes - i);
+        out.push_back({m0, rows});
+        m0 += rows;
+    }
+    return out;
+}
 
 // Rows m0 .. m0 + mb - 1 (mb <= max_single_pass) against group g.
 template <dtype T>
@@ -321,14 +340,16 @@ struct group_job {
     int64_t first;
 };
 
+// spans: pass_rows(m).
 template <dtype T>
-void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed_acts& x, int64_t m) {
+void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed_acts& x, int64_t m,
+                std::span<const pass_span> spans) {
     // Up to 12 rows in one pass over a group, so that the pass's prefetching covers all its computing: one pass
     // instead of two took a 9-row verification pass of the 1.1B shape from 42-43 to 35-36 ms on the Intel VM (2
     // threads, tandem-bench verify, alternated). Beyond that, passes of at most 9 rows, the rows spread evenly over
     // them (17 rows: 9 + 8): there 8-9 rows a pass gave the best rate (65 rows, 6 passes of ~11: 222 ms, 8 passes
     // of ~8: 213 ms; 11 passes of ~6: 226 ms).
-    const int64_t passes = m <= max_single_pass ? 1 : (m + max_multi_pass - 1) / max_multi_pass;
+    const int64_t passes = int64_t(spans.size());
     const prefetch_plan& plan = chosen_prefetch();
     const size_t ahead = plan.distance(m);
     // The groups of all the weights are numbered one after the other, so that the threads split them as one
@@ -349,8 +370,8 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
             for (int64_t g = b - j.first; g < e - j.first; ++g) {
                 // All activation rows against one group while its weights are hot in L1/L2.
                 const uint8_t* next = p.data.get() + size_t(g + 1) * p.group_bytes;
-                for (int64_t i = 0, m0 = 0; i < passes; ++i) {
-                    const int64_t mb = (m - m0) / (passes - i);
+                for (int64_t i = 0; i < passes; ++i) {
+                    const auto [m0, mb] = spans[size_t(i)];
                     pass_prefetch pf;
                     if (ahead != 0 && passes == 1) {
                         pf.ahead = ahead;
@@ -364,7 +385,6 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
                         pf.slice_bytes = to - from;
                     }
                     group_pass<T>(p, g, x, m0, mb, j.out, pf);
-                    m0 += mb;
                 }
             }
         }
@@ -423,8 +443,8 @@ bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls,
     const int64_t m = x.nrows(), k = p0.k, real_blocks = k / qk;
     if (m == 0) return true;
     // Activations, quantized into a per-thread scratch kept between calls (no allocation per decode step):
-    // m * nblk * 32 int8, then m * nblk scales and sums, block by block (see packed_acts), the padding block (odd
-    // block counts) zeroed. Each row is quantized into a row buffer of its thread first, then scattered.
+    // m * nblk * 32 int8, then m * nblk scales and sums, in the passes' tiles (see packed_acts), the padding block
+    // (odd block counts) zeroed. Each row is quantized into a row buffer of its thread first, then scattered.
     thread_local std::vector<uint8_t> scratch;
     const size_t q_bytes = size_t(m * p0.nblk) * qk, v_bytes = size_t(m * p0.nblk) * 4;
     const size_t need = q_bytes + 2 * v_bytes;
@@ -433,6 +453,7 @@ bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls,
     auto* d = reinterpret_cast<float*>(scratch.data() + q_bytes);
     auto* s = reinterpret_cast<int32_t*>(scratch.data() + q_bytes + v_bytes);
     const float* xp = x.host<const float>();
+    const std::vector<pass_span> spans = pass_rows(m);
     // The weights' unsigned bytes are the values plus this offset; block_tile starts each dot product from
     // offset * (-sum of the activation bytes), which quantize_row's negated sums give after one multiply.
     const int32_t offset = p0.type == dtype::q4_0 ? 8 : 128;
@@ -443,10 +464,13 @@ bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls,
         row_q.resize(size_t(real_blocks) * qk);
         row_d.resize(size_t(real_blocks));
         row_s.resize(size_t(real_blocks));
+        size_t t = 0;  // the tile of row r
         for (int64_t r = r0; r < r1; ++r) {
+            while (r >= spans[t].m0 + spans[t].rows) ++t;
+            const auto [m0, tm] = spans[t];
             quantize_row(quant_path::avx512, xp + r * k, row_q.data(), row_d.data(), row_s.data(), real_blocks);
             for (int64_t b = 0; b < p0.nblk; ++b) {
-                const size_t at = size_t(b * m + r);
+                const size_t at = size_t(m0 * p0.nblk + b * tm + (r - m0));
                 if (b < real_blocks) {
                     std::memcpy(q + at * qk, row_q.data() + size_t(b) * qk, qk);
                     d[at] = row_d[size_t(b)];
@@ -459,11 +483,11 @@ bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls,
             }
         }
     });
-    const packed_acts xa{q, d, s, m};
+    const packed_acts xa{q, d, s, p0.nblk};
     if (p0.type == dtype::q4_0) {
-        run_groups<dtype::q4_0>(pool, jobs, xa, m);
+        run_groups<dtype::q4_0>(pool, jobs, xa, m, spans);
     } else {
-        run_groups<dtype::q8_0>(pool, jobs, xa, m);
+        run_groups<dtype::q8_0>(pool, jobs, xa, m, spans);
     }
     return true;
 #else
