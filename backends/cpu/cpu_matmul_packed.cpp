@@ -8,7 +8,7 @@
 // side by side, a 64-byte register holds 4 consecutive weights of each of the 16 rows, so one dpbusd with 4
 // activation bytes broadcast to every lane adds 4 products to each row's int32 lane: a block of 16 rows costs
 // 8 dpbusd, one scale vector (16 fp16 loaded at once), one conversion and one FMA: ~2 instructions per 36 bytes
-// (measured ~53 GB/s per core from cache, and the read bandwidth from DRAM). The same registers serve up to 6
+// (measured ~53 GB/s per core from cache, and the read bandwidth from DRAM). The same registers serve up to 12
 // activation rows at once for prefill and tree verification. The activation bytes are broadcast by the dpbusd
 // itself (an embedded {1to16} memory operand), not by a separate vpbroadcastd as GCC emits for set1: that took
 // the 1.1B shape's FFN matmul from 475 to ~680 GFLOP/s at its best row count, and from 311 to ~460 at 1 row.
