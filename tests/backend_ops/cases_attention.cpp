@@ -1,8 +1,9 @@
 // attention cases: causal prefill chains, decode rows, token trees (random parent arrays, also split over
 // two passes with walk-only entries), ragged batches of several sessions in one call, and verification batches
 // (per session a pending chain and a draft tree stored just past it, as batch_verifier lays them out), over head
-// sizes 4/8/24/64/128, GQA ratios 1/2/4, f32 and f16 caches and contexts up to 2000 slots. Head sizes that are not a
-// multiple of the cpu backend's vector width (4, 8 and 24 under AVX-512) take its tiled kernels for tree rows too.
+// sizes 4/8/24/64/128, GQA ratios 1/2/4, f32 and f16 caches and contexts up to 2000 slots. The cpu backend takes its
+// tiled kernels for trees of 4 rows and more at every head size, and for every tree row when the head size is not a
+// multiple of its vector width (4, 8 and 24 under AVX-512); decode rows and smaller trees keep its per-row path.
 #include <algorithm>
 #include <cmath>
 
