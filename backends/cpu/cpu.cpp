@@ -256,7 +256,7 @@ class cpu_backend final : public host_memory_backend {
             for (int64_t m = b; m < e; ++m) {
                 const float* xr = x.host<const float>() + m * k;
                 float* o = out.host<float>() + m * k;
-                const float best = row_max(xr, k);
+                const float best = simd::max_of(xr, k);
                 const vf shift = set1(-best);
                 vf sv = zero();
                 int64_t i = 0;
@@ -319,7 +319,7 @@ class cpu_backend final : public host_memory_backend {
             for (int64_t m = b; m < e; ++m) {
                 const float* xr = x.host<const float>() + m * k;
                 // Vector max, then the first index holding it: the first on ties, like cpu_ref.
-                const float best = row_max(xr, k);
+                const float best = simd::max_of(xr, k);
                 int64_t i = 0;
                 while (i < k && !(xr[i] == best)) ++i;
                 out.host<int32_t>()[m] = int32_t(i < k ? i : 0);
@@ -416,19 +416,6 @@ class cpu_backend final : public host_memory_backend {
     }
 
    private:
-    static float row_max(const float* x, int64_t k) {
-        using namespace simd;
-        float best = -std::numeric_limits<float>::infinity();
-        int64_t i = 0;
-        if (k >= width) {
-            vf mv = load(x);
-            for (i = width; i + width <= k; i += width) mv = simd::max(mv, load(x + i));
-            best = reduce_max(mv);
-        }
-        for (; i < k; ++i) best = std::max(best, x[i]);
-        return best;
-    }
-
     std::unique_ptr<thread_pool> pool_;
     host_arena arena_;  // prepared weight layouts
 };

@@ -77,20 +77,6 @@ inline void prefetch(const CT* p, int64_t lines) {
     for (int64_t l = 0; l < lines; ++l) __builtin_prefetch(c + 64 * l);
 }
 
-// The largest of x[0 .. n), n >= 1 (a scalar loop was a chain of dependent maxes, a fifth of a tree pass's attention).
-inline float max_of(const float* x, int64_t n) {
-    using namespace simd;
-    int64_t i = 0;
-    float m = x[0];
-    if (n >= width) {
-        vf mv = load(x);
-        for (i = width; i + width <= n; i += width) mv = simd::max(mv, load(x + i));
-        m = reduce_max(mv);
-    }
-    for (; i < n; ++i) m = std::max(m, x[i]);
-    return m;
-}
-
 // x[i] = exp(x[i] - shift); returns the sum.
 inline float exp_shifted(float* x, int64_t n, float shift) {
     using namespace simd;
@@ -208,7 +194,7 @@ void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cach
         }
         for (int64_t h = 0; h < g; ++h) {
             float* s = scores + h * block;
-            const float new_max = std::max(run_max[h], max_of(s, nb));
+            const float new_max = std::max(run_max[h], simd::max_of(s, nb));
             const float psum = exp_shifted(s, nb, new_max);
             if (new_max != run_max[h]) {
                 // exp(-inf) = 0 on the first block: the empty accumulator needs no rescale.

@@ -3,8 +3,10 @@
 // Loads from f16 memory convert exactly (f16 -> f32 is exact); stores to f16 round to nearest even.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "engine/types.h"
 
@@ -179,6 +181,19 @@ inline float dot(const TA* a, const TB* b, int64_t n) {
     float s = reduce_add(add(s0, s1));
     for (; i < n; ++i) s += to_f32(a[i]) * to_f32(b[i]);
     return s;
+}
+
+// The largest of x[0 .. n) (-inf when n = 0), with vector maxes (a scalar loop is a chain of dependent maxes).
+inline float max_of(const float* x, int64_t n) {
+    float best = -std::numeric_limits<float>::infinity();
+    int64_t i = 0;
+    if (n >= width) {
+        vf mv = load(x);
+        for (i = width; i + width <= n; i += width) mv = max(mv, load(x + i));
+        best = reduce_max(mv);
+    }
+    for (; i < n; ++i) best = std::max(best, x[i]);
+    return best;
 }
 
 // t[i][j] = x[j][i] for an 8 x 8 block (x rows `stride` apart, t rows `ld` apart), f16 converted: with AVX2, eight

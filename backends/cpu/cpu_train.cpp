@@ -24,12 +24,6 @@ namespace {
 // enough that the dx tile of `t_rows` rows (64 KiB) stays in L2 while the weight rows stream past.
 constexpr int64_t t_cols = 256, t_rows = 64;
 
-float max_of(const float* x, int64_t n) {
-    float best = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) best = std::max(best, x[i]);
-    return best;
-}
-
 // dst[i] += a0 * s0[i] + a1 * s1[i] + a2 * s2[i] + a3 * s3[i]: four weight rows per pass over a dx row, so each dx
 // element is loaded and stored once per four multiply-adds.
 void axpy4(float* dst, const float* s, int64_t stride, const float* a, int64_t n) {
@@ -298,7 +292,7 @@ void cross_entropy(thread_pool& pool, const tensor& z, const tensor& ids, const 
                 continue;
             }
             // Max subtraction first: logits of +-80 would overflow a float sum of exponentials.
-            const float best = max_of(zr, n_vocab);
+            const float best = simd::max_of(zr, n_vocab);
             vf sv = zero();
             int64_t i = 0;
             for (; i + width <= n_vocab; i += width)
