@@ -29,5 +29,9 @@ quant_path chosen_path();
 
 // Quantizes nblk blocks of x (the same result on every path).
 void quantize_row(quant_path path, const float* x, int8_t* q, float* d, int32_t* s, int64_t nblk);
+// The same with block b stored at index b * stride (its 32 q at q + 32 * b * stride) and its sum times s_mult: for
+// layouts that interleave the blocks of several rows.
+void quantize_row_into(quant_path path, const float* x, int64_t nblk, int64_t stride, int32_t s_mult, int8_t* q,
+                       float* d, int32_t* s);
 
 }  // namespace tandem::cpu
