@@ -490,8 +490,9 @@ bool matmul_packed(thread_pool& pool, std::span<const derived_layout* const> ls,
     // Whole tiles per thread: a tile interleaves its rows' blocks 32 bytes apart, so threads that split a tile by
     // rows (as before) wrote into the same lines. One tile (up to 12 rows: decode, token trees) is quantized by the
     // calling thread alone, with no pool call. 1.1B Q4_0 verification passes on the Intel VM, alternated runs of
-    // the two builds: 9 rows 34.0-34.7 -> 32.8-33.4 ms (the quantization had taken ~26 us per matmul, 2.3 ms of
-    // the pass), 65 rows 180-186 -> 171-172 ms.
+    // the two builds: 9 rows 32.6-33.6 -> 31.5-31.9 ms (the quantization had taken ~26 us per matmul, 2.3 ms of
+    // the pass), 65 rows 180-186 -> 171-172 ms, decode unchanged. (Sharing one tile's quantization out between the
+    // threads inside the matmul's own pool call made decode 0.3-0.6 ms slower and 9 rows no faster.)
     const packed_acts buf = acts_buffer(a);
     pool.parallel_for(int64_t(spans.size()), grain(max_multi_pass * p0.k * 4), [&](int64_t t0, int64_t t1) {
         quantize_tiles(a, size_t(t0), size_t(t1), buf);

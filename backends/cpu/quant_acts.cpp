@@ -92,39 +92,6 @@ void quantize_block_avx2(const float* x, int8_t* q, float* d_out, int32_t* s_out
 }
 #endif
 
-#if defined(TANDEM_QUANT_AVX512)
-// The avx2 block's arithmetic on 16 lanes: the same max, division, clamp and rounding, the same saturation (cvtsepi32
-// saturates like the packs), so the same result; about twice as fast. The zero-masking forms with a full mask: the
-// plain ones trip GCC 12's -Wuninitialized (bug 105593).
-void quantize_block_avx512(const float* x, int8_t* q, float* d_out, int32_t* s_out) {
-    constexpr __mmask16 all = 0xffff;
-    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-    const __m512 a = _mm512_maskz_max_ps(all, _mm512_abs_ps(v0), _mm512_abs_ps(v1));
-    const __m512d ad = _mm512_castps_pd(a);
-    const __m256 a8 = _mm256_max_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, ad, 0)),
-                                    _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, ad, 1)));
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float d = _mm_cvtss_f32(m) / 127.f, id = d != 0.f ? 1.f / d : 0.f;
-    const __m512 vid = _mm512_set1_ps(id), hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
-    auto round = [&](__m512 v) {
-        const __m512 c = _mm512_maskz_min_ps(all, hi, _mm512_maskz_max_ps(all, lo, _mm512_mul_ps(v, vid)));
-        return _mm512_maskz_cvtps_epi32(all, c);
-    };
-    const __m512i i0 = round(v0), i1 = round(v1);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_maskz_cvtsepi32_epi8(all, i0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_maskz_cvtsepi32_epi8(all, i1));
-    const __m512i s16 = _mm512_add_epi32(i0, i1);
-    const __m256i s8 = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xf, s16, 0), _mm512_maskz_extracti64x4_epi64(0xf, s16, 1));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-    *d_out = d;
-    *s_out = -_mm_cvtsi128_si32(s4);
-}
-#endif
-
 }  // namespace
 
 void quantize_row(quant_path path, const float* x, int8_t* q, float* d, int32_t* s, int64_t nblk) {
@@ -135,13 +102,6 @@ void quantize_row_into(quant_path path, const float* x, int64_t nblk, int64_t st
                        float* d, int32_t* s) {
     for (int64_t b = 0; b < nblk; ++b) {
         const size_t at = size_t(b * stride);
-#if defined(TANDEM_QUANT_AVX512)
-        if (path == quant_path::avx512) {
-            quantize_block_avx512(x + b * qk, q + at * qk, d + at, s + at);
-            s[at] *= s_mult;
-            continue;
-        }
-#endif
 #if defined(TANDEM_QUANT_AVX2)
         if (path != quant_path::scalar) {
             quantize_block_avx2(x + b * qk, q + at * qk, d + at, s + at);
