@@ -100,16 +100,21 @@ void quantize_row(quant_path path, const float* x, int8_t* q, float* d, int32_t*
 
 void quantize_row_into(quant_path path, const float* x, int64_t nblk, int64_t stride, int32_t s_mult, int8_t* q,
                        float* d, int32_t* s) {
+#if defined(TANDEM_QUANT_AVX2)
+    const bool vec = path != quant_path::scalar;
+#else
+    (void)path;
+#endif
     for (int64_t b = 0; b < nblk; ++b) {
         const size_t at = size_t(b * stride);
 #if defined(TANDEM_QUANT_AVX2)
-        if (path != quant_path::scalar) {
+        if (vec) {
             quantize_block_avx2(x + b * qk, q + at * qk, d + at, s + at);
-            s[at] *= s_mult;
-            continue;
-        }
+        } else
 #endif
-        quantize_block_scalar(x + b * qk, q + at * qk, d + at, s + at);
+        {
+            quantize_block_scalar(x + b * qk, q + at * qk, d + at, s + at);
+        }
         s[at] *= s_mult;
     }
 }
