@@ -15,6 +15,16 @@
 
 inline void raise_error(__global int* err, int bit) { atomic_or(err, bit); }
 
+// PREFETCH_LINE(p): asks for the 64-byte line at p to be brought into L2 ahead of its use. Real only where the host
+// defines TANDEM_PREFETCH (CPU devices compiled by clang, i.e. PoCL: __builtin_prefetch becomes prefetcht1, while
+// OpenCL's own prefetch() compiles to nothing there); elsewhere nothing, GPUs hide memory latency with other
+// work-groups. A prefetch never faults, so a line past the end of a buffer is harmless; kernels still stay inside.
+#ifdef TANDEM_PREFETCH
+#define PREFETCH_LINE(p) __builtin_prefetch((p), 0, 2)
+#else
+#define PREFETCH_LINE(p) ((void)0)
+#endif
+
 // Element i of a row of f32 or f16 values; `is_f16` is a literal at every call site, so the branch folds away.
 inline float load1(__global const uchar* row, size_t i, const int is_f16) {
     return is_f16 ? vload_half(i, (__global const half*)row) : ((__global const float*)row)[i];

@@ -67,6 +67,9 @@ struct tuning {
     size_t mm_local[2] = {8, 8};
     size_t mm_tile[2] = {32, 32};  // outputs per work-group along n and m ("tiled")
     size_t mmd_block[2] = {2, 4};  // outputs per work-item along n and m ("dot")
+    // The GEMV kernels prefetch their weight stream (PREFETCH_LINE in kernels/common.cl): CPU devices of PoCL, whose
+    // clang compiles __builtin_prefetch; env TANDEM_OPENCL_PREFETCH=on|off overrides.
+    bool prefetch = false;
 };
 
 class opencl_backend final : public backend {

@@ -24,8 +24,9 @@ constexpr int k_mv_rows = 4;  // x rows per weight pass of the GEMV kernels (MV_
 
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
-std::string mv_defines(int rows, size_t wgs) {
-    return "-DMV_ROWS=" + std::to_string(rows) + " -DWGS=" + std::to_string(wgs);
+std::string mv_defines(int rows, const tuning& t) {
+    return "-DMV_ROWS=" + std::to_string(rows) + " -DWGS=" + std::to_string(t.gemv_wgs) +
+           (t.prefetch ? " -DTANDEM_PREFETCH" : "");
 }
 
 // A weight's prepared copy for the GEMV on CPU devices: Q4_0 in the g16 layout (runs = blocks per row in runs
@@ -52,13 +53,13 @@ bool opencl_backend::prepare_weight(const tensor& w) {
     l->mem = alloc(bytes);
     if (q4) {
         l->runs = dim(runs, "prepare_weight");
-        cl_kernel kern = kernel("mul_mv_q4_0_g16.cl", "pack_q4_0_g16", mv_defines(1, tune_.gemv_wgs));
+        cl_kernel kern = kernel("mul_mv_q4_0_g16.cl", "pack_q4_0_g16", mv_defines(1, tune_));
         set_args(kern, arg(w), arg(tensor{l->mem.get(), 0, dtype::q4_0, w.ne}), dim(nb, "prepare_weight"),
                  dim(n, "prepare_weight"), l->runs);
         const size_t global[2] = {size_t(runs), size_t(groups)}, local[2] = {0, 0};
         launch(kern, "pack_q4_0_g16", 2, global, local);
     } else {
-        cl_kernel kern = kernel("mul_mv_quant.cl", "widen_q8_0", mv_defines(1, tune_.gemv_wgs));  // decode's build
+        cl_kernel kern = kernel("mul_mv_quant.cl", "widen_q8_0", mv_defines(1, tune_));  // decode's build
         set_args(kern, arg(w), arg(tensor{l->mem.get(), 0, dtype::q8_0, w.ne}), cl_ulong(blocks));
         const size_t global[1] = {size_t(blocks)}, local[1] = {0};
         launch(kern, "widen_q8_0", 1, global, local);
@@ -73,7 +74,7 @@ void opencl_backend::matmul_q4_0_g16(const tensor& w, cl_int runs, const tensor&
     const size_t q_bytes = size_t(M * nbp) * 32 * sizeof(int16_t), blk_bytes = size_t(M * nbp) * 4;
     const cl_ulong q_off = 0, d_off = q_bytes, sum_off = q_bytes + blk_bytes;
     cl_mem s = scratch(q_bytes + 2 * blk_bytes);
-    const std::string defs = mv_defines(rows, tune_.gemv_wgs);
+    const std::string defs = mv_defines(rows, tune_);
     cl_kernel quant = kernel("mul_mv_q4_0_g16.cl", "quantize_x_q8", defs);
     set_args(quant, arg(x), s, q_off, d_off, sum_off, dim(K, "matmul"), dim(M, "matmul"), dim(nbp, "matmul"));
     const size_t qglobal[2] = {size_t(nbp), size_t(M)}, qlocal[2] = {0, 0};
@@ -110,7 +111,7 @@ void opencl_backend::matmul_quant(const tensor& w, const tensor& x, const tensor
         }
         const char* variant = prep ? "wide" : row ? "row" : "wg";
         const std::string name = "mul_mv_" + q + "_f32_" + variant;
-        cl_kernel kern = kernel(mv_file, name.c_str(), mv_defines(rows, wgs));
+        cl_kernel kern = kernel(mv_file, name.c_str(), mv_defines(rows, tune_));
         // The wide kernel takes (wide copy, 0) where the others take (w, w_off).
         const tensor wt = prep ? tensor{prep->mem.get(), 0, w.type, w.ne} : w;
         set_args(kern, arg(wt), arg(x), arg(out), k, n, m);
