@@ -31,9 +31,11 @@
 //   sum: int32 per block, -8 * sum(q)
 
 #define G16_RUN_BYTES 1280
-// Runs ahead that a work-item prefetches (PREFETCH_LINE), all 20 lines of the run at once as it starts a run: 2
-// (2.5 KiB) on the Xeon of the header's last measurement; 1-3 measured alike, and spreading the prefetches over
-// the columns of a run was slower (0.49-0.53 of the read kernel against 0.58).
+// Runs ahead that a work-item prefetches (PREFETCH_LINE, real on PoCL), all 20 lines of a run at once as it starts
+// a run. On a 2-vCPU Xeon (PoCL's read kernel 20-21 GB/s) this kernel read 8-10 GB/s from DRAM without it although
+// it runs at 21 GB/s from L3 (a work-item overlaps misses only through the out-of-order window); 2 runs (2.5 KiB)
+// ahead: 0.41-0.49 of the read kernel -> 0.57-0.68 (4096 x 4096 / 11008 x 4096). 1-8 runs measured alike, and
+// spreading the prefetches over the columns of a run was slower (0.49-0.53 against 0.58).
 #define G16_PREFETCH_RUNS 2
 
 #ifndef MV_ROWS
