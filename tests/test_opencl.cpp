@@ -14,10 +14,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
-#include <map>
 #include <vector>
 
 #include "backends/backend.h"
