@@ -253,16 +253,30 @@ edge_result edge_session::generate(const std::vector<int32_t>& prompt, int32_t n
             if (is_stop(s.committed[i])) return true;
         return std::any_of(s.tail.begin(), s.tail.end(), is_stop);
     };
+    // The output is complete but ends in tokens made during an outage: one more attempt at the cloud (now, not at
+    // the next backoff step) before returning, so that an outage near the end does not leave unverified what a
+    // replica that is back, or another one behind the balancer, can still check. A tail the cloud partly retracts
+    // is generated on as usual; a failed attempt ends the generation as it was.
+    bool finishing = false, finish_failed = false;
     auto go_offline = [&](bool lost_session) {
         s.online = false;
         if (lost_session) return;  // reopen at once
+        if (finishing) finish_failed = true;
         if (!s.in_outage) s.st.outages += 1;
         s.in_outage = true;
         s.next_retry = clock::now() + s.backoff;
         s.backoff = std::min(s.backoff * 2, cfg_.backoff_max);
     };
     const link_counters c0 = link_ ? link_->counters() : link_counters{};
-    while (!ends()) {
+    for (;;) {
+        if (ends()) {
+            if (s.tail.empty() || finish_failed || !link_ || cfg_.mode == edge_mode::local || (cancelled && cancelled()))
+                break;
+            if (!finishing) {
+                finishing = true;
+                s.next_retry = clock::now();
+            }
+        }
         if (cfg_.mode == edge_mode::local) {
             local_step(s);
             continue;
@@ -296,7 +310,7 @@ edge_result edge_session::generate(const std::vector<int32_t>& prompt, int32_t n
             go_offline(r == round_result::session_lost);
             if (r == round_result::session_lost) continue;
         }
-        local_step(s);
+        if (!finishing || !ends()) local_step(s);
     }
     if (s.online && link_) link_->close(s.session_id);
 

@@ -365,6 +365,31 @@ TEST(collab_outage, the_edge_finishes_locally_when_the_server_dies_and_reverifie
         EXPECT_EQ(r.stats.unverified_tokens, 0u);
         EXPECT_GT(r.stats.reconnects, 0u);
     }
+    // 4. The server is back before the end, but the edge's next retry would come after it (a long backoff): the
+    // edge tries once more when its output is complete, so the tail made during the outage is still verified
+    // (the failover test had an edge finish its last 101 tokens inside one 100 ms backoff step).
+    {
+        auto cfg = test_edge_config(port);
+        cfg.backoff_initial = cfg.backoff_max = std::chrono::milliseconds(60000);
+        edge_session edge(draft_model(), cfg);
+        size_t verified = 0, unverified = 0;
+        bool restarted = false;
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto r = edge.generate(prompt, n, [&](const edge_event& e) {
+            (e.verified ? verified : unverified) += e.tokens.size();
+            if (verified >= 20 && !restarted && server) server.reset();
+            if (!server && unverified >= 5) {
+                server = std::make_unique<collab_server>(target_model(), test_server_config(port));
+                server->start();
+                restarted = true;
+            }
+        });
+        EXPECT_TRUE(restarted);
+        EXPECT_EQ(r.tokens, want);
+        EXPECT_EQ(r.stats.unverified_tokens, 0u);
+        EXPECT_EQ(r.stats.reconnects, 1u);
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30)) << "it waited for the backoff";
+    }
 }
 
 }  // namespace
