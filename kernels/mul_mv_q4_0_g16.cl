@@ -5,28 +5,33 @@
 // Why: PoCL targets skylake-avx512 here (no VNNI), and the f32 kernels of mul_mv_quant.cl spend ~3.6 vector
 // instructions per 16 weights turning nibbles into exact floats and multiplying them: the best of them (a split
 // layout, 2^23 float tricks) streamed 17-21 GB/s, 0.48-0.67 of PoCL's read kernel, bound by the decode. Here a
-// work-item owns 16 weight rows, one per 16-bit lane of a short16 (a 256-bit register): per column, one load gives
-// the nibbles of 4 blocks for all 16 rows, and each block costs a shift, a mask, a broadcast of the activation
-// value, one 16-bit multiply and one add: ~5 256-bit instructions per 16 weights, where the f32 decode took
-// ~3.6 512-bit ones (~7 256-bit: Zen 4 splits them). The int16 lanes cannot
-// overflow over 16 columns (|q * x| <= 15 * 127, 16 terms: 30,480), so each half block is widened to int32 once.
-// Per block and row the scale is applied once: (sum(q * x) - 8 * sum(x)) * d_w * d_x, the -8 * sum(x) term from
-// quantize_x_q8. Measured on PoCL 3.1 / 2-vCPU Zen 4, 4096 x 4096, M = 1: 0.25-0.26 ms in L3 (the split kernel
-// 0.37); from DRAM 0.6-0.8 of PoCL's read kernel in `tandem-bench ops` (the split kernel 0.48-0.67), except when
-// PoCL runs a whole case at half speed, which it does from time to time with any kernel.
+// work-item owns 16 weight rows. One 512-bit load gives, for all 16 rows, two adjacent columns of 4 blocks (a
+// 32-bit lane per row: the two columns in its 16-bit halves, 4 nibbles each, one per block); per block a mask
+// (or, for block 3, a 16-bit shift) isolates the nibble pair and one vpmaddwd multiplies it by the activation
+// pair broadcast from memory and adds the two products into int32: 3 instructions (mask or shift, vpmaddwd,
+// vpaddd) per 32 weights. Where the device compiler targets AVX-512BW or AVX2 (PoCL on x86 defines __AVX512BW__ /
+// __AVX2__), madd_pairs calls clang's vpmaddwd builtin; elsewhere, and with TANDEM_X86_SIMD lowered by the host
+// (env TANDEM_OPENCL_X86), it is portable OpenCL C with the same integer results (tests/test_opencl.cpp checks
+// that all three give the same bits). Per block and row the scale is applied once per run:
+// (sum(q * x) - 8 * sum(x)) * d_w * d_x, the -8 * sum(x) term from quantize_x_q8.
+// Measured on the 2-vCPU Xeon (PoCL 3.1, skylake-avx512 target), 4096 x 4096, M = 1, in `tandem-bench ops`
+// alternated with the previous version of this kernel (int16 products in the 16 lanes of a short16, ~5 256-bit
+// instructions per 16 weights): from L3 (--cold-mib 0) 0.31-0.33 ms against 0.45-0.46; from DRAM 0.68-0.76 of
+// PoCL's read kernel against 0.55-0.62 (11008 x 4096: 0.78-0.90 against 0.70-0.75), 5 alternations.
 // The activations move by up to half a quantization step (the cpu backend's tolerance in the tests), so this is
 // not offered on GPUs, which keep the exact f32 kernels of mul_mv_quant.cl.
 //
 // The g16 layout: rows in groups of 16 (the last padded with zero rows), each row's blocks in runs of 4 (the last
 // padded with zero blocks: scale 0). Group g, run i is 1280 bytes at (g * runs + i) * 1280:
-//   1024 bytes  32 columns c of 16 ushort lanes: lane r of column c holds element c of block 4i + b of row
-//               16g + r in bits 4b .. 4b + 3 (b = 0..3), the nibble as stored (0..15, the weight is nibble - 8)
+//   1024 bytes  16 column pairs p of 16 uint lanes: lane r of pair p holds, in its low and high ushort, elements
+//               2p and 2p + 1 of blocks 4i .. 4i + 3 of row 16g + r, block 4i + b's nibble in bits 4b .. 4b + 3
+//               of each ushort (as stored: 0..15, the weight is nibble - 8)
 //    256 bytes  the f32 scales: block 4i + b of row 16g + r at float index 16b + r
 // (f32 scales: PoCL has no hardware half conversion; 20 bytes per 32 weights against GGUF's 18.)
 //
 // The quantized activations (quantize_x_q8), for each x row m, blocks padded to 4 * runs (zeros past K):
-//   q:   int16 per element, row m at q + m * 4 * runs * 32   (the values -127..127; 16 bits so that the multiply
-//        reads them as a broadcast operand without a widening step)
+//   q:   int16 per element, row m at q + m * 4 * runs * 32   (the values -127..127; 16 bits so that a pair of
+//        them is the 32-bit broadcast operand of vpmaddwd)
 //   d:   f32 per block, the step (max |x| / 127)
 //   sum: int32 per block, -8 * sum(q)
 
@@ -40,6 +45,9 @@
 
 #ifndef MV_ROWS
 #define MV_ROWS 4
+#endif
+#ifndef TANDEM_X86_SIMD
+#define TANDEM_X86_SIMD 2
 #endif
 
 // The g16 layout of a Q4_0 weight of nb blocks per row and N rows; one work-item per (run i, group g).
@@ -67,7 +75,7 @@ __kernel void pack_q4_0_g16(__global const uchar* w, ulong w_off, __global uchar
                 lane[j + 16] |= (ushort)((byte >> 4) << (4 * b));
             }
         }
-        for (int c = 0; c < 32; ++c) oq[16 * c + r] = lane[c];
+        for (int c = 0; c < 32; ++c) oq[2 * (16 * (c / 2) + r) + c % 2] = lane[c];
     }
 }
 
@@ -101,23 +109,58 @@ __kernel void quantize_x_q8(__global const uchar* x, ulong x_off, __global uchar
     VIEW(int, s, sum_off)[blk] = -8 * sum;
 }
 
-// sum over the 16 columns c0 .. c0 + 15 of a run of q[c] * x[c] for the 4 blocks, as int32 per row (the int16
-// lanes hold 16 products of at most 15 * 127 each). xr: the run's 4 quantized activation blocks.
-inline void g16_half(__global const ushort* q, __global const short* xr, const int c0, int16* tot) {
-    short16 a0 = (short16)(0), a1 = (short16)(0), a2 = (short16)(0), a3 = (short16)(0);
+// Per 32-bit lane: lo16(w) * lo16(x) + hi16(w) * hi16(x), the 16-bit halves signed (x86's vpmaddwd). The nibble
+// pairs of a column pair are 0..15 and the activation pair -127..127, so nothing saturates or overflows.
+#if defined(__AVX512BW__) && TANDEM_X86_SIMD >= 2
+typedef short g16_short32 __attribute__((ext_vector_type(32)));
+inline int16 madd_pairs(const uint16 w, const uint x) {
+    return __builtin_ia32_pmaddwd512(__builtin_astype(w, g16_short32), __builtin_astype((uint16)(x), g16_short32));
+}
+#elif defined(__AVX2__) && TANDEM_X86_SIMD >= 1
+typedef short g16_short16 __attribute__((ext_vector_type(16)));
+inline int16 madd_pairs(const uint16 w, const uint x) {
+    const g16_short16 xs = __builtin_astype((uint8)(x), g16_short16);
+    const int8 lo = __builtin_ia32_pmaddwd256(__builtin_astype(w.lo, g16_short16), xs);
+    const int8 hi = __builtin_ia32_pmaddwd256(__builtin_astype(w.hi, g16_short16), xs);
+    return (int16)(lo, hi);
+}
+#else
+inline int16 madd_pairs(const uint16 w, const uint x) {
+    const int16 wl = as_int16(w & (uint16)0xFFFF), wh = as_int16(w >> (uint16)16);
+    return wl * (int)(short)(x & 0xFFFF) + wh * ((int)x >> 16);
+}
+#endif
+
+// Each 16-bit half shifted right by 12 (the column's block-3 nibble): x86's vpsrlw, with no mask to clear what a
+// 32-bit shift would carry over from the upper half.
+#if defined(__AVX512BW__) && TANDEM_X86_SIMD >= 2
+inline uint16 shr12_halves(const uint16 v) {
+    return __builtin_astype(__builtin_ia32_psrlwi512(__builtin_astype(v, g16_short32), 12), uint16);
+}
+#else
+inline uint16 shr12_halves(const uint16 v) { return (v >> (uint16)12) & (uint16)(0x000F000Fu); }
+#endif
+
+// sum over the 32 columns of a run of q[c] * x[c] for its 4 blocks, as int32 per row, added to tot. q: the run's
+// 16 column pairs; xr: the run's 4 quantized activation blocks, read as pairs of int16.
+// Blocks 1 and 2 are masked in place, not shifted down: their products come out 16 and 256 times too large (the
+// nibble times 256 is at most 3840, still a signed 16-bit value; a run's sum at most 256 * 32 * 15 * 127, well
+// inside int32) and an exact arithmetic shift per run takes the factor out. 4 instructions unpack a column pair's
+// 4 blocks instead of 7.
+inline void g16_run(__global const uint* q, __global const uint* xr, int16* tot) {
+    int16 a0 = (int16)(0), a1 = (int16)(0), a2 = (int16)(0), a3 = (int16)(0);
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const int c = c0 + j;
-        const ushort16 v = vload16(c, q);
-        a0 += as_short16(v & (ushort16)15) * (short16)xr[c];
-        a1 += as_short16((v >> (ushort16)4) & (ushort16)15) * (short16)xr[QK + c];
-        a2 += as_short16((v >> (ushort16)8) & (ushort16)15) * (short16)xr[2 * QK + c];
-        a3 += as_short16(v >> (ushort16)12) * (short16)xr[3 * QK + c];
+    for (int p = 0; p < 16; ++p) {
+        const uint16 v = vload16(p, q);
+        a0 += madd_pairs(v & (uint16)(0x000F000Fu), xr[p]);
+        a1 += madd_pairs(v & (uint16)(0x00F000F0u), xr[16 + p]);
+        a2 += madd_pairs(v & (uint16)(0x0F000F00u), xr[32 + p]);
+        a3 += madd_pairs(shr12_halves(v), xr[48 + p]);
     }
-    tot[0] += convert_int16(a0);
-    tot[1] += convert_int16(a1);
-    tot[2] += convert_int16(a2);
-    tot[3] += convert_int16(a3);
+    tot[0] += a0;
+    tot[1] += a1 >> 4;
+    tot[2] += a2 >> 8;
+    tot[3] += a3;
 }
 
 // Rows 16g .. 16g + 15 of out for the MV_ROWS x rows from m0 (rows past M recompute the last one, not stored).
@@ -138,7 +181,7 @@ __kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global
     // in line on this thread), up to the end of the weight.
     const size_t total_runs = (size_t)((N + 15) / 16) * runs;
     for (int i = 0; i < runs; ++i) {
-        __global const ushort* q = (__global const ushort*)(grp + (size_t)i * G16_RUN_BYTES);
+        __global const uint* q = (__global const uint*)(grp + (size_t)i * G16_RUN_BYTES);
         __global const float* sc = (__global const float*)(grp + (size_t)i * G16_RUN_BYTES + 1024);
         if ((size_t)g * runs + i + G16_PREFETCH_RUNS < total_runs) {
             __global const uchar* ahead = grp + (size_t)(i + G16_PREFETCH_RUNS) * G16_RUN_BYTES;
@@ -146,12 +189,11 @@ __kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global
         }
         for (int r = 0; r < MV_ROWS; ++r) {
             const size_t row = (size_t)min(m0 + r, M - 1), b0 = row * nbp + 4 * i;
-            __global const short* xr = CVIEW(short, s, q_off) + b0 * QK;
+            __global const uint* xr = (__global const uint*)(CVIEW(short, s, q_off) + b0 * QK);
             __global const float* xd = CVIEW(float, s, d_off) + b0;
             __global const int* xs = CVIEW(int, s, sum_off) + b0;
             int16 tot[4] = {(int16)(xs[0]), (int16)(xs[1]), (int16)(xs[2]), (int16)(xs[3])};
-            g16_half(q, xr, 0, tot);
-            g16_half(q, xr, 16, tot);
+            g16_run(q, xr, tot);
             // Two chains so the fma latency never serialises the loop.
             const float16 p0 = fma(convert_float16(tot[0]), vload16(0, sc) * xd[0],
                                    convert_float16(tot[1]) * (vload16(1, sc) * xd[1]));

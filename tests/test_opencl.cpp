@@ -329,55 +329,68 @@ void check_quant_matmul(const std::string& gemv, const std::string& mm) {
 TEST(opencl_ops, matmul_quant_gemv_row_gemm_dot) { check_quant_matmul("row", "dot"); }
 TEST(opencl_ops, matmul_quant_gemv_wg_gemm_tiled) { check_quant_matmul("wg", "tiled"); }
 
-// The GEMV kernels' weight prefetch (TANDEM_OPENCL_PREFETCH, on by default for PoCL) is a hint only: prepared and
-// unprepared Q4_0 / Q8_0 weights give the same bits with it and without it (the build without it is what GPUs
-// compile), both close to cpu_ref; a value other than on / off is refused.
-TEST(opencl_ops, gemv_prefetch_changes_no_result) {
-    const std::vector<std::array<int64_t, 3> > shapes = {{4096, 37, 1}, {160, 33, 3}, {8192, 18, 1}};
-    std::map<std::string, std::vector<std::vector<float> > > results;
-    auto run = [&](const char* mode) {
-        scoped_env e1("TANDEM_OPENCL_PREFETCH", mode), e2("TANDEM_OPENCL_GEMV", "row");
-        std::string why;
-        auto be = try_opencl(why);
-        if (!be) return;
-        harness h(*be);
-        for (dtype t : {dtype::q4_0, dtype::q8_0}) {
-            for (bool prepared : {true, false}) {
-                for (const auto& [k, n, m] : shapes) {
-                    auto w = h.quantized(t, {k, n, 1, 1}, k_view_offset);
-                    auto x = h.random(dtype::f32, {k, m, 1, 1});
-                    auto out = h.output(dtype::f32, {n, m, 1, 1});
-                    if (prepared) be->prepare_weight(w.d);
-                    h.ref->matmul(w.r, x.r, out.r), be->matmul(w.d, x.d, out.d);
-                    const std::string what = std::string(dtype_name(t)) + (prepared ? " prepared" : "") +
-                                             " prefetch " + mode + " KxNxM=" + shape({k, n, m});
-                    // Prepared Q4_0 multiplies Q8-quantized activations (kernels/mul_mv_q4_0_g16.cl): the bound of
-                    // tests/backend_ops/cases_quant.cpp for them; the exact kernels: summation order only.
-                    const bool q8_acts = prepared && t == dtype::q4_0;
-                    h.expect_close(out, q8_acts ? 1e-3 : 1e-10,
-                                   q8_acts ? 1.3e-2 * std::sqrt(double(k)) + 1e-5 : 5e-7 * double(k) + 1e-6, what);
-                    results[mode].push_back(h.fetch<float>(out).second);
-                }
+// The GEMV outputs of prepared and unprepared Q4_0 / Q8_0 weights at a few shapes, with env `var` set to `mode`
+// (and the "row" GEMV of CPU devices), each checked against cpu_ref; empty without an OpenCL device.
+std::vector<std::vector<float> > gemv_results(const char* var, const char* mode) {
+    const std::vector<std::array<int64_t, 3> > shapes = {{4096, 37, 1}, {160, 33, 3}, {8192, 18, 1}, {4096, 9, 7}};
+    std::vector<std::vector<float> > results;
+    scoped_env e1(var, mode), e2("TANDEM_OPENCL_GEMV", "row");
+    std::string why;
+    auto be = try_opencl(why);
+    if (!be) return results;
+    harness h(*be);
+    for (dtype t : {dtype::q4_0, dtype::q8_0}) {
+        for (bool prepared : {true, false}) {
+            for (const auto& [k, n, m] : shapes) {
+                auto w = h.quantized(t, {k, n, 1, 1}, k_view_offset);
+                auto x = h.random(dtype::f32, {k, m, 1, 1});
+                auto out = h.output(dtype::f32, {n, m, 1, 1});
+                if (prepared) be->prepare_weight(w.d);
+                h.ref->matmul(w.r, x.r, out.r), be->matmul(w.d, x.d, out.d);
+                const std::string what = std::string(dtype_name(t)) + (prepared ? " prepared " : " ") + var + "=" +
+                                         mode + " KxNxM=" + shape({k, n, m});
+                // Prepared Q4_0 multiplies Q8-quantized activations (kernels/mul_mv_q4_0_g16.cl): the bound of
+                // tests/backend_ops/cases_quant.cpp for them; the exact kernels: summation order only.
+                const bool q8_acts = prepared && t == dtype::q4_0;
+                h.expect_close(out, q8_acts ? 1e-3 : 1e-10,
+                               q8_acts ? 1.3e-2 * std::sqrt(double(k)) + 1e-5 : 5e-7 * double(k) + 1e-6, what);
+                results.push_back(h.fetch<float>(out).second);
             }
         }
-    };
+    }
+    return results;
+}
+
+// Every value of `var` in `modes` gives the same bits as the first; any other value is refused naming `var`.
+void expect_same_bits(const char* var, std::initializer_list<const char*> modes) {
     TANDEM_OPENCL_OR_SKIP(probe);
     probe.reset();
-    run("on");
-    run("off");
-    ASSERT_EQ(results["on"].size(), 2 * 2 * shapes.size());
-    ASSERT_EQ(results["off"].size(), results["on"].size());
-    for (size_t i = 0; i < results["on"].size(); ++i) EXPECT_EQ(results["on"][i], results["off"][i]) << "case " << i;
-    scoped_env bad("TANDEM_OPENCL_PREFETCH", "maybe");
+    const auto first = gemv_results(var, *modes.begin());
+    ASSERT_EQ(first.size(), 2 * 2 * 4u);
+    for (const char* mode : modes) {
+        const auto other = gemv_results(var, mode);
+        ASSERT_EQ(other.size(), first.size()) << mode;
+        for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(other[i], first[i]) << var << "=" << mode << " case " << i;
+    }
+    scoped_env bad(var, "maybe");
     std::string why;
     try {
         try_opencl(why);
-        ADD_FAILURE() << "TANDEM_OPENCL_PREFETCH=maybe was accepted";
+        ADD_FAILURE() << var << "=maybe was accepted";
     } catch (const error& e) {
         EXPECT_EQ(e.status(), TANDEM_ERR_INVALID_ARGUMENT);
-        EXPECT_NE(std::string(e.what()).find("TANDEM_OPENCL_PREFETCH"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find(var), std::string::npos) << e.what();
     }
 }
+
+// The GEMV kernels' weight prefetch (TANDEM_OPENCL_PREFETCH, on by default for PoCL) is a hint only: the build
+// without it is what GPUs compile.
+TEST(opencl_ops, gemv_prefetch_changes_no_result) { expect_same_bits("TANDEM_OPENCL_PREFETCH", {"on", "off"}); }
+
+// The g16 Q4_0 GEMV's x86 builtins (vpmaddwd / vpsrlw on AVX-512BW, vpmaddwd on AVX2) and its portable OpenCL C
+// compute the same integer sums, so the same bits (on a device whose compiler targets neither, all three are the
+// portable code and the test checks only that).
+TEST(opencl_ops, gemv_g16_x86_paths_agree) { expect_same_bits("TANDEM_OPENCL_X86", {"avx512", "avx2", "off"}); }
 
 // Q4_K / Q6_K weights (spread sub-block scales) under every variant, super-blocks at every even byte offset within 16.
 // {K, N, M}: one and two super-blocks and long rows; N around the tiles (1, 31, 33, 65); M = 1, 2, 7 (GEMV passes of

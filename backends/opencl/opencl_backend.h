@@ -70,6 +70,10 @@ struct tuning {
     // The GEMV kernels prefetch their weight stream (PREFETCH_LINE in kernels/common.cl): CPU devices of PoCL, whose
     // clang compiles __builtin_prefetch; env TANDEM_OPENCL_PREFETCH=on|off overrides.
     bool prefetch = false;
+    // The widest x86 vector builtins the g16 GEMV (kernels/mul_mv_q4_0_g16.cl) may use where the device compiler
+    // targets them (__AVX512BW__ / __AVX2__ defined: PoCL on x86): 2 = AVX-512BW, 1 = AVX2, 0 = portable OpenCL C.
+    // All give the same bits; env TANDEM_OPENCL_X86=avx512|avx2|off lowers it (tests, diagnosis). GPUs: unused.
+    int x86_simd = 2;
 };
 
 class opencl_backend final : public backend {

@@ -26,7 +26,7 @@ size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 std::string mv_defines(int rows, const tuning& t) {
     return "-DMV_ROWS=" + std::to_string(rows) + " -DWGS=" + std::to_string(t.gemv_wgs) +
-           (t.prefetch ? " -DTANDEM_PREFETCH" : "");
+           (t.prefetch ? " -DTANDEM_PREFETCH" : "") + " -DTANDEM_X86_SIMD=" + std::to_string(t.x86_simd);
 }
 
 // A weight's prepared copy for the GEMV on CPU devices: Q4_0 in the g16 layout (runs = blocks per row in runs
