@@ -17,7 +17,7 @@
 // Measured on the 2-vCPU Xeon (PoCL 3.1, skylake-avx512 target), 4096 x 4096, M = 1, in `tandem-bench ops`
 // alternated with the previous version of this kernel (int16 products in the 16 lanes of a short16, ~5 256-bit
 // instructions per 16 weights): from L3 (--cold-mib 0) 0.31-0.33 ms against 0.45-0.46; from DRAM 0.68-0.76 of
-// PoCL's read kernel against 0.55-0.62 (11008 x 4096: 0.78-0.90 against 0.70-0.75), 5 alternations.
+// PoCL's read kernel against 0.55-0.62 (11008 x 4096: 0.78-0.90 against 0.70-0.75), five runs of each.
 // The activations move by up to half a quantization step (the cpu backend's tolerance in the tests), so this is
 // not offered on GPUs, which keep the exact f32 kernels of mul_mv_quant.cl.
 //
