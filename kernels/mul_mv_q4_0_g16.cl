@@ -9,15 +9,19 @@
 // 32-bit lane per row: the two columns in its 16-bit halves, 4 nibbles each, one per block); per block a mask
 // (or, for block 3, a 16-bit shift) isolates the nibble pair and one vpmaddwd multiplies it by the activation
 // pair broadcast from memory and adds the two products into int32: 3 instructions (mask or shift, vpmaddwd,
-// vpaddd) per 32 weights. Where the device compiler targets AVX-512BW or AVX2 (PoCL on x86 defines __AVX512BW__ /
-// __AVX2__), madd_pairs calls clang's vpmaddwd builtin; elsewhere, and with TANDEM_X86_SIMD lowered by the host
-// (env TANDEM_OPENCL_X86), it is portable OpenCL C with the same integer results (tests/test_opencl.cpp checks
-// that all three give the same bits). Per block and row the scale is applied once per run:
+// vpaddd) per 32 weights, 2 where the CPU has AVX512-VNNI (vpdpwssd adds into the accumulator itself). Where the
+// device compiler targets AVX-512BW or AVX2 (PoCL on x86 defines __AVX512BW__ / __AVX2__), madd_pairs calls
+// clang's vpmaddwd builtin; elsewhere, and with TANDEM_X86_SIMD lowered by the host (env TANDEM_OPENCL_X86), it
+// is portable OpenCL C with the same integer results (tests/test_opencl.cpp checks that all levels give the
+// same bits). Per block and row the scale is applied once per run:
 // (sum(q * x) - 8 * sum(x)) * d_w * d_x, the -8 * sum(x) term from quantize_x_q8.
 // Measured on the 2-vCPU Xeon (PoCL 3.1, skylake-avx512 target), 4096 x 4096, M = 1, in `tandem-bench ops`
 // alternated with the previous version of this kernel (int16 products in the 16 lanes of a short16, ~5 256-bit
 // instructions per 16 weights): from L3 (--cold-mib 0) 0.31-0.33 ms against 0.45-0.46; from DRAM 0.68-0.76 of
 // PoCL's read kernel against 0.55-0.62 (11008 x 4096: 0.78-0.90 against 0.70-0.75), five runs of each.
+// vpdpwssd (with 8 accumulator chains, its latency being 5 cycles) over vpmaddwd + vpaddd, alternated three times
+// in one build (TANDEM_OPENCL_X86=vnni / avx512): 0.76-0.79 against 0.66-0.74 (11008 x 4096: 0.87-0.99 against
+// 0.81-0.89); from L3 the fastest runs 0.21 against 0.23-0.25 ms.
 // The activations move by up to half a quantization step (the cpu backend's tolerance in the tests), so this is
 // not offered on GPUs, which keep the exact f32 kernels of mul_mv_quant.cl.
 //
@@ -131,14 +135,29 @@ inline int16 madd_pairs(const uint16 w, const uint x) {
 }
 #endif
 
+// acc + madd_pairs(w, x). With TANDEM_X86_SIMD >= 3 (the host saw AVX512-VNNI on the CPU that PoCL compiles for)
+// one vpdpwssd does both; the builtin needs the feature on the function that uses it, and PoCL's target name
+// (skylake-avx512 on the Xeon) may lack it, so these functions carry it as an attribute (G16_TARGET). Such a
+// function cannot be inlined into one without the feature, so the kernel makes one call per work-item into
+// g16_rows, which has it, and everything below that inlines.
+#if defined(__AVX512BW__) && TANDEM_X86_SIMD >= 3
+#define G16_TARGET __attribute__((target("avx512vnni")))
+G16_TARGET inline int16 dot_pairs(const int16 acc, const uint16 w, const uint x) {
+    return __builtin_ia32_vpdpwssd512(acc, __builtin_astype(w, int16), __builtin_astype((uint16)(x), int16));
+}
+#else
+#define G16_TARGET
+inline int16 dot_pairs(const int16 acc, const uint16 w, const uint x) { return acc + madd_pairs(w, x); }
+#endif
+
 // Each 16-bit half shifted right by 12 (the column's block-3 nibble): x86's vpsrlw, with no mask to clear what a
 // 32-bit shift would carry over from the upper half.
 #if defined(__AVX512BW__) && TANDEM_X86_SIMD >= 2
-inline uint16 shr12_halves(const uint16 v) {
+G16_TARGET inline uint16 shr12_halves(const uint16 v) {
     return __builtin_astype(__builtin_ia32_psrlwi512(__builtin_astype(v, g16_short32), 12), uint16);
 }
 #else
-inline uint16 shr12_halves(const uint16 v) { return (v >> (uint16)12) & (uint16)(0x000F000Fu); }
+G16_TARGET inline uint16 shr12_halves(const uint16 v) { return (v >> (uint16)12) & (uint16)(0x000F000Fu); }
 #endif
 
 // sum over the 32 columns of a run of q[c] * x[c] for its 4 blocks, as int32 per row, added to tot. q: the run's
@@ -147,32 +166,35 @@ inline uint16 shr12_halves(const uint16 v) { return (v >> (uint16)12) & (uint16)
 // nibble times 256 is at most 3840, still a signed 16-bit value; a run's sum at most 256 * 32 * 15 * 127, well
 // inside int32) and an exact arithmetic shift per run takes the factor out. 4 instructions unpack a column pair's
 // 4 blocks instead of 7.
-inline void g16_run(__global const uint* q, __global const uint* xr, int16* tot) {
-    int16 a0 = (int16)(0), a1 = (int16)(0), a2 = (int16)(0), a3 = (int16)(0);
+G16_TARGET inline void g16_run(__global const uint* q, __global const uint* xr, int16* tot) {
+    // Two accumulators per block (even and odd pairs): 8 dependency chains, so that vpdpwssd's latency (5 cycles)
+    // does not bound the loop.
+    int16 e0 = (int16)(0), e1 = (int16)(0), e2 = (int16)(0), e3 = (int16)(0);
+    int16 o0 = (int16)(0), o1 = (int16)(0), o2 = (int16)(0), o3 = (int16)(0);
 #pragma unroll
-    for (int p = 0; p < 16; ++p) {
-        const uint16 v = vload16(p, q);
-        a0 += madd_pairs(v & (uint16)(0x000F000Fu), xr[p]);
-        a1 += madd_pairs(v & (uint16)(0x00F000F0u), xr[16 + p]);
-        a2 += madd_pairs(v & (uint16)(0x0F000F00u), xr[32 + p]);
-        a3 += madd_pairs(shr12_halves(v), xr[48 + p]);
+    for (int p = 0; p < 16; p += 2) {
+        const uint16 v = vload16(p, q), u = vload16(p + 1, q);
+        e0 = dot_pairs(e0, v & (uint16)(0x000F000Fu), xr[p]);
+        e1 = dot_pairs(e1, v & (uint16)(0x00F000F0u), xr[16 + p]);
+        e2 = dot_pairs(e2, v & (uint16)(0x0F000F00u), xr[32 + p]);
+        e3 = dot_pairs(e3, shr12_halves(v), xr[48 + p]);
+        o0 = dot_pairs(o0, u & (uint16)(0x000F000Fu), xr[p + 1]);
+        o1 = dot_pairs(o1, u & (uint16)(0x00F000F0u), xr[17 + p]);
+        o2 = dot_pairs(o2, u & (uint16)(0x0F000F00u), xr[33 + p]);
+        o3 = dot_pairs(o3, shr12_halves(u), xr[49 + p]);
     }
-    tot[0] += a0;
-    tot[1] += a1 >> 4;
-    tot[2] += a2 >> 8;
-    tot[3] += a3;
+    tot[0] += e0 + o0;
+    tot[1] += (e1 + o1) >> 4;
+    tot[2] += (e2 + o2) >> 8;
+    tot[3] += e3 + o3;
 }
 
 // Rows 16g .. 16g + 15 of out for the MV_ROWS x rows from m0 (rows past M recompute the last one, not stored).
 // Each run's 1280 bytes are read from memory for the first x row and from L1 for the others; the nibbles are
 // unpacked again per row, which keeps one row's accumulators in registers (an array of them per row put them
 // on the stack, a load and a store per multiply-add).
-__kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global const uchar* s, ulong q_off,
-                                  ulong d_off, ulong sum_off, __global uchar* out, ulong out_off, int N, int M,
-                                  int runs) {
-    const int g = get_global_id(0);
-    const int m0 = get_global_id(1) * MV_ROWS;
-    if (g * 16 >= N || m0 >= M) return;
+G16_TARGET void g16_rows(__global const uchar* w, ulong w_off, __global const uchar* s, ulong q_off, ulong d_off,
+                         ulong sum_off, __global uchar* out, ulong out_off, int N, int M, int runs, int g, int m0) {
     const int nbp = 4 * runs;
     __global const uchar* grp = w + w_off + (size_t)g * runs * G16_RUN_BYTES;
     float16 acc[MV_ROWS];
@@ -214,4 +236,13 @@ __kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global
             for (int l = 0; l < valid; ++l) o[l] = lanes[l];
         }
     }
+}
+
+__kernel void mul_mv_q4_0_f32_g16(__global const uchar* w, ulong w_off, __global const uchar* s, ulong q_off,
+                                  ulong d_off, ulong sum_off, __global uchar* out, ulong out_off, int N, int M,
+                                  int runs) {
+    const int g = get_global_id(0);
+    const int m0 = get_global_id(1) * MV_ROWS;
+    if (g * 16 >= N || m0 >= M) return;
+    g16_rows(w, w_off, s, q_off, d_off, sum_off, out, out_off, N, M, runs, g, m0);
 }

@@ -387,10 +387,15 @@ void expect_same_bits(const char* var, std::initializer_list<const char*> modes)
 // without it is what GPUs compile.
 TEST(opencl_ops, gemv_prefetch_changes_no_result) { expect_same_bits("TANDEM_OPENCL_PREFETCH", {"on", "off"}); }
 
-// The g16 Q4_0 GEMV's x86 builtins (vpmaddwd / vpsrlw on AVX-512BW, vpmaddwd on AVX2) and its portable OpenCL C
-// compute the same integer sums, so the same bits (on a device whose compiler targets neither, all three are the
-// portable code and the test checks only that).
-TEST(opencl_ops, gemv_g16_x86_paths_agree) { expect_same_bits("TANDEM_OPENCL_X86", {"avx512", "avx2", "off"}); }
+// The g16 Q4_0 GEMV's x86 builtins (vpdpwssd with VNNI, vpmaddwd / vpsrlw on AVX-512BW, vpmaddwd on AVX2) and its
+// portable OpenCL C compute the same integer sums, so the same bits (on a device whose compiler targets none of
+// them, all are the portable code and the test checks only that). vnni only where the CPU has it.
+TEST(opencl_ops, gemv_g16_x86_paths_agree) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (__builtin_cpu_supports("avx512vnni")) return expect_same_bits("TANDEM_OPENCL_X86", {"vnni", "avx512", "avx2", "off"});
+#endif
+    expect_same_bits("TANDEM_OPENCL_X86", {"avx512", "avx2", "off"});
+}
 
 // Q4_K / Q6_K weights (spread sub-block scales) under every variant, super-blocks at every even byte offset within 16.
 // {K, N, M}: one and two super-blocks and long rows; N around the tiles (1, 31, 33, 65); M = 1, 2, 7 (GEMV passes of

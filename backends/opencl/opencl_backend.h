@@ -71,9 +71,10 @@ struct tuning {
     // clang compiles __builtin_prefetch; env TANDEM_OPENCL_PREFETCH=on|off overrides.
     bool prefetch = false;
     // The widest x86 vector builtins the g16 GEMV (kernels/mul_mv_q4_0_g16.cl) may use where the device compiler
-    // targets them (__AVX512BW__ / __AVX2__ defined: PoCL on x86): 2 = AVX-512BW, 1 = AVX2, 0 = portable OpenCL C.
-    // All give the same bits; env TANDEM_OPENCL_X86=avx512|avx2|off lowers it (tests, diagnosis). GPUs: unused.
-    int x86_simd = 2;
+    // targets them (__AVX512BW__ / __AVX2__ defined): 3 = AVX512-VNNI, 2 = AVX-512BW, 1 = AVX2, 0 = portable OpenCL
+    // C. PoCL's CPU devices: 3 where the host CPU has VNNI, else 2; other devices 0. All give the same bits; env
+    // TANDEM_OPENCL_X86=vnni|avx512|avx2|off sets it (tests, diagnosis; vnni on a CPU without it faults).
+    int x86_simd = 0;
 };
 
 class opencl_backend final : public backend {
