@@ -136,6 +136,9 @@ class backend {
 
     // ---- identity and capabilities ----
     virtual std::string name() const = 0;
+    // One line on what this instance runs on and which kernel variants it chose (device, driver, threads,
+    // instruction-set paths), for benchmark records: starts with name().
+    virtual std::string describe() const { return name(); }
     // True when this backend can run `o` with weights/cache of type `t`. The single source of truth for
     // placement and for the test harness's support matrix.
     virtual bool supports(op o, dtype t) const = 0;

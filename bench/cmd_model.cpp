@@ -251,6 +251,7 @@ action add_model(CLI::App& app) {
         for (const std::string& name : o->backends) {
             try {
                 auto m = model::load(path, make_backend(name));
+                rep.add_backend(name, m->be().describe());
                 const weight_totals w = streamed_weights(*m);
                 const llama_hparams& hp = m->hparams();
                 if (!printed_model) {
@@ -269,7 +270,6 @@ action add_model(CLI::App& app) {
                                              " positions; the model's context is " + std::to_string(hp.n_ctx_train);
                     throw error(TANDEM_ERR_INVALID_ARGUMENT, what);
                 }
-                meta["backends"][name] = m->be().name();
                 for (int n_threads : threads) {
                     m->be().set_threads(n_threads);
                     passes p(*m, *o);

@@ -159,6 +159,7 @@ action add_ops(CLI::App& app) {
                 continue;
             }
             bb.b->set_threads(threads);
+            rep.add_backend(n, bb.b->describe());
             bes.push_back(std::move(bb));
         }
         std::unique_ptr<backend> ref;

@@ -148,7 +148,7 @@ action add_train(CLI::App& app) {
             try {
                 auto m = model::load(path, make_backend(name));
                 const weight_totals w = streamed_weights(*m);
-                meta["backends"][name] = m->be().name();
+                rep.add_backend(name, m->be().describe());
                 meta["weight_bytes"] = w.bytes;
                 meta["matrix_params"] = w.params;
                 for (int n_threads : threads) {

@@ -188,6 +188,7 @@ action add_verify(CLI::App& app) {
         auto be = make_backend(o->backend);
         be->set_threads(threads);
         auto m = model::load(path, std::move(be));
+        rep.add_backend(o->backend, m->be().describe());
         const llama_hparams& hp = m->hparams();
         const weight_totals w = streamed_weights(*m);
         const dtype ffn_type = m->layer(0).w_gate.type;

@@ -114,6 +114,11 @@ report::report(const std::string& command) {
     meta_["time_utc"] = buf;
 }
 
+void report::add_backend(const std::string& name, const std::string& description) {
+    meta_["backends"][name] = description;
+    std::printf("%s\n", description.c_str());
+}
+
 table& report::add_table(std::string name, std::string title, std::vector<column> columns) {
     tables_.push_back(std::make_unique<table>(std::move(name), std::move(title), std::move(columns)));
     return *tables_.back();

@@ -45,6 +45,8 @@ class report {
     // meta starts with the command, the version, the machine (machine.h) and the time of the run.
     explicit report(const std::string& command);
     nlohmann::json& meta() { return meta_; }
+    // Records backend::describe() (device, driver, kernel variants) under meta "backends" and prints it.
+    void add_backend(const std::string& name, const std::string& description);
     // The table stays valid for the report's life.
     table& add_table(std::string name, std::string title, std::vector<column> columns);
     // Writes JSON (path ends in .json) or CSV (.csv) and says so on stderr; "" writes nothing. Throws

@@ -8,12 +8,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/cpu_simd.h"
 #include "backends/cpu/host_buffer.h"
+#include "backends/cpu/quant_acts.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/op_checks.h"
 #include "engine/error.h"
@@ -81,6 +83,13 @@ class cpu_backend final : public host_memory_backend {
     cpu_backend() { set_threads(default_threads()); }
 
     std::string name() const override { return "cpu"; }
+    std::string describe() const override {
+        const cpu::quant_path p = cpu::chosen_path();
+        const char* path = p == cpu::quant_path::avx512 ? "avx512-vnni (row groups of 16 prepared at load)"
+                           : p == cpu::quant_path::avx2 ? "avx2"
+                                                          : "scalar";
+        return std::string("cpu: quantized matmul ") + path;  // threads: the benchmarks record their own
+    }
 
     bool supports(op o, dtype t) const override {
         // The same matrix as cpu_ref: f32/f16/q8_0/q4_0/q4_k/q6_k weights (get_rows, matmul, matmul_t), f32/f16

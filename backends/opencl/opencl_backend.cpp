@@ -95,6 +95,16 @@ tuning choose_tuning(const device_info& dev) {
 
 }  // namespace
 
+std::string opencl_backend::describe() const {
+    static const char* const x86[] = {"off", "avx2", "avx512", "vnni"};
+    const bool clblast = tune_.gemm != gemm_variant::tandem;
+    return "opencl: " + dev_.label() + " (" + dev_.type_name() + ", " + dev_.platform_version + ", driver " +
+           dev_.driver_version + "); gemv " + (tune_.gemv == gemv_variant::row ? "row" : "wg") + ", mm " +
+           (tune_.mm == mm_variant::dot ? "dot" : "tiled") + ", gemm " +
+           (tune_.gemm == gemm_variant::auto_select ? "auto" : clblast ? "clblast" : "tandem") + ", prefetch " +
+           (tune_.prefetch ? "on" : "off") + ", x86 " + x86[std::clamp(tune_.x86_simd, 0, 3)];
+}
+
 opencl_backend::opencl_backend(const std::string& device_spec) : dev_(select_device(device_spec)) {
     cl_int st = CL_SUCCESS;
     const cl_context_properties props[] = {CL_CONTEXT_PLATFORM, reinterpret_cast<cl_context_properties>(dev_.platform),

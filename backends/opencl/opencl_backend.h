@@ -83,6 +83,7 @@ class opencl_backend final : public backend {
     ~opencl_backend() override;
 
     std::string name() const override { return "opencl"; }
+    std::string describe() const override;
     bool supports(op o, dtype t) const override;
 
     std::unique_ptr<buffer> alloc(size_t bytes) override;

@@ -73,6 +73,9 @@ class vk_backend final : public backend {
     ~vk_backend() override;
 
     std::string name() const override { return "vulkan"; }
+    std::string describe() const override {
+        return "vulkan: " + dev_.describe() + "; " + (cpu_kernels_ ? "CPU" : "GPU") + "-family kernels";
+    }
     bool supports(op o, dtype t) const override;
 
     std::unique_ptr<buffer> alloc(size_t bytes) override;

@@ -300,6 +300,11 @@ device::~device() {
     }
 }
 
+std::string device::describe() const {
+    return "device " + std::to_string(index_) + ": " + name() + " (" + type_name(props_.deviceType) + ", Vulkan " +
+           version_string(props_.apiVersion) + ")";
+}
+
 std::string devices_report() {
     std::ostringstream s;
     try {

@@ -69,6 +69,7 @@ class device {
     const VkPhysicalDeviceMemoryProperties& memory_properties() const { return memory_; }
     const device_limits& limits() const { return limits_; }
     std::string name() const { return props_.deviceName; }
+    std::string describe() const;  // "device INDEX: NAME (TYPE, Vulkan X.Y.Z)"
     int index() const { return index_; }
 
  private:

@@ -202,4 +202,16 @@ TEST_P(backend_errors, usable_after_error) {
     EXPECT_EQ(run_case(*ref, dut(), matmul_case(r, w, 3)), "");
 }
 
+// Not an error case, but one per backend like them: describe() (what benchmark records keep of the device, driver
+// and kernel variants) starts with the backend's name and says more than the name.
+TEST_P(backend_errors, describe_names_the_backend) {
+    const std::string d = dut().describe();
+    if (GetParam() == "cpu_ref") {
+        EXPECT_EQ(d, "cpu_ref");
+        return;
+    }
+    EXPECT_EQ(d.rfind(GetParam() + ": ", 0), 0u) << d;
+    EXPECT_GT(d.size(), GetParam().size() + 8) << d;
+}
+
 }  // namespace tandem::test
