@@ -63,12 +63,14 @@ tuning choose_tuning(const device_info& dev) {
     t.prefetch = env_choice("TANDEM_OPENCL_PREFETCH", {{"on", true}, {"off", false}}, cpu && pocl);
     // PoCL's CPU device is the host's CPU, so the host's cpuid says whether its kernels may use AVX512-VNNI.
 #if defined(__x86_64__) || defined(__i386__)
-    const int x86_default = !(cpu && pocl) ? 0 : __builtin_cpu_supports("avx512vnni") ? 3 : 2;
+    const bool vnni = __builtin_cpu_supports("avx512vnni");
 #else
-    const int x86_default = 0;
+    const bool vnni = false;
 #endif
-    t.x86_simd =
-        env_choice("TANDEM_OPENCL_X86", {{"vnni", 3}, {"avx512", 2}, {"avx2", 1}, {"off", 0}}, x86_default);
+    t.x86_simd = env_choice("TANDEM_OPENCL_X86", {{"vnni", 3}, {"avx512", 2}, {"avx2", 1}, {"off", 0}},
+                            !(cpu && pocl) ? 0 : vnni ? 3 : 2);
+    if (t.x86_simd == 3 && !vnni)
+        throw error(TANDEM_ERR_UNSUPPORTED, "TANDEM_OPENCL_X86=vnni: this CPU has no AVX512-VNNI");
     t.reduce_wgs = cpu ? 1 : std::min<size_t>(256, floor_pow2(max_wg));
     t.reduce_rows = cpu ? std::min<size_t>(64, floor_pow2(max_wg)) : 1;
     // Any size works (kernels/topk.cl); the override lets the tests run the GPU layout on a CPU device.

@@ -73,7 +73,7 @@ struct tuning {
     // The widest x86 vector builtins the g16 GEMV (kernels/mul_mv_q4_0_g16.cl) may use where the device compiler
     // targets them (__AVX512BW__ / __AVX2__ defined): 3 = AVX512-VNNI, 2 = AVX-512BW, 1 = AVX2, 0 = portable OpenCL
     // C. PoCL's CPU devices: 3 where the host CPU has VNNI, else 2; other devices 0. All give the same bits; env
-    // TANDEM_OPENCL_X86=vnni|avx512|avx2|off sets it (tests, diagnosis; vnni on a CPU without it faults).
+    // TANDEM_OPENCL_X86=vnni|avx512|avx2|off sets it (tests, diagnosis; vnni on a CPU without it is refused).
     int x86_simd = 0;
 };
 
