@@ -346,12 +346,13 @@ TEST(collab_outage, the_edge_finishes_locally_when_the_server_dies_and_reverifie
     // 3. The server restarts in the middle: once re-verified, the output equals the uninterrupted run. Tokens made
     // locally take a millisecond each here (a drafting pace, whatever the speed of this machine and backend), so that
     // the edge's retry, 20 ms after the outage, comes before the last of the 120.
-    {
-        edge_session edge(draft_model(), test_edge_config(port));
+    // Generates n tokens, stopping the server after 20 verified tokens and starting it again after 5 unverified
+    // ones; `pace`: a millisecond per locally made token. Returns the result and whether the server restarted.
+    auto restart_midway = [&](edge_session& edge, bool pace) {
         size_t verified = 0, unverified = 0;
         bool restarted = false;
-        const auto r = edge.generate(prompt, n, [&](const edge_event& e) {
-            if (!e.verified) std::this_thread::sleep_for(std::chrono::milliseconds(e.tokens.size()));
+        auto r = edge.generate(prompt, n, [&](const edge_event& e) {
+            if (pace && !e.verified) std::this_thread::sleep_for(std::chrono::milliseconds(e.tokens.size()));
             (e.verified ? verified : unverified) += e.tokens.size();
             if (verified >= 20 && !restarted && server) server.reset();
             if (!server && unverified >= 5) {
@@ -360,6 +361,11 @@ TEST(collab_outage, the_edge_finishes_locally_when_the_server_dies_and_reverifie
                 restarted = true;
             }
         });
+        return std::make_pair(std::move(r), restarted);
+    };
+    {
+        edge_session edge(draft_model(), test_edge_config(port));
+        const auto [r, restarted] = restart_midway(edge, true);
         EXPECT_TRUE(restarted);
         EXPECT_EQ(r.tokens, want);
         EXPECT_EQ(r.stats.unverified_tokens, 0u);
@@ -372,18 +378,8 @@ TEST(collab_outage, the_edge_finishes_locally_when_the_server_dies_and_reverifie
         auto cfg = test_edge_config(port);
         cfg.backoff_initial = cfg.backoff_max = std::chrono::milliseconds(60000);
         edge_session edge(draft_model(), cfg);
-        size_t verified = 0, unverified = 0;
-        bool restarted = false;
         const auto t0 = std::chrono::steady_clock::now();
-        const auto r = edge.generate(prompt, n, [&](const edge_event& e) {
-            (e.verified ? verified : unverified) += e.tokens.size();
-            if (verified >= 20 && !restarted && server) server.reset();
-            if (!server && unverified >= 5) {
-                server = std::make_unique<collab_server>(target_model(), test_server_config(port));
-                server->start();
-                restarted = true;
-            }
-        });
+        const auto [r, restarted] = restart_midway(edge, false);
         EXPECT_TRUE(restarted);
         EXPECT_EQ(r.tokens, want);
         EXPECT_EQ(r.stats.unverified_tokens, 0u);
