@@ -160,6 +160,23 @@ inline void scale_inplace(float* acc, int64_t d, float c) {
     for (; i < d; ++i) acc[i] *= c;
 }
 
+// One online-softmax step over a block of nb scores s (overwritten with their exponentials): the running max
+// and sum are rescaled when the max grows, then acc[i] += sum_j p[j] * v[j][i].
+template <typename CT>
+void softmax_step(float* s, int64_t nb, const CT* const* v, int64_t d, float& run_max, float& run_sum, float* acc) {
+    const float new_max = std::max(run_max, simd::max_of(s, nb));
+    const float psum = exp_shifted(s, nb, new_max);
+    if (new_max != run_max) {
+        // exp(-inf) = 0 on the first block: the empty accumulator needs no rescale.
+        const float c = std::exp(run_max - new_max);
+        run_sum *= c;
+        scale_inplace(acc, d, c);
+        run_max = new_max;
+    }
+    run_sum += psum;
+    accumulate_block(acc, s, v, nb, d);
+}
+
 // Query heads [h0, h1) of row m, all reading kv head kvh, over row m's visible slots.
 template <typename CT>
 void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cache, const visible_slots& vis, int64_t m,
@@ -195,18 +212,7 @@ void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cach
                 scores_block(qrow + h * d, krows + j0, j1 - j0, d, L.scale, scores + h * block + j0);
         }
         for (int64_t h = 0; h < g; ++h) {
-            float* s = scores + h * block;
-            const float new_max = std::max(run_max[h], simd::max_of(s, nb));
-            const float psum = exp_shifted(s, nb, new_max);
-            if (new_max != run_max[h]) {
-                // exp(-inf) = 0 on the first block: the empty accumulator needs no rescale.
-                const float c = std::exp(run_max[h] - new_max);
-                run_sum[h] *= c;
-                scale_inplace(acc + h * d, d, c);
-                run_max[h] = new_max;
-            }
-            run_sum[h] += psum;
-            accumulate_block(acc + h * d, s, vrows, nb, d);
+            softmax_step(scores + h * block, nb, vrows, d, run_max[h], run_sum[h], acc + h * d);
         }
     }
     for (int64_t h = 0; h < g; ++h) {
@@ -255,7 +261,8 @@ void attend_chunk(const layout& L, const float* q, const CT* k_cache, const CT* 
     for (int64_t b0 = i0; b0 < i1; b0 += chunk_block) {
         const int64_t nb = std::min(chunk_block, i1 - b0);
         const int64_t next = b0 + chunk_block, n_next = std::max<int64_t>(0, std::min(chunk_block, i1 - next));
-        int64_t next_slots[chunk_block];
+        int64_t cur_slots[chunk_block], next_slots[chunk_block];
+        for (int64_t j = 0; j < nb; ++j) cur_slots[j] = slot_of(b0 + j);
         for (int64_t j = 0; j < n_next; ++j) next_slots[j] = slot_of(next + j);
         for (int64_t kvh = 0; kvh < L.hkv; ++kvh) {
             // This kv head's share of the next block's lines: its own d-element pieces of each row.
@@ -264,24 +271,14 @@ void attend_chunk(const layout& L, const float* q, const CT* k_cache, const CT* 
                 prefetch(v_cache + next_slots[j] * L.row_stride + kvh * d, head_lines);
             }
             for (int64_t j = 0; j < nb; ++j) {
-                const int64_t slot = slot_of(b0 + j);
-                krows[j] = k_cache + slot * L.row_stride + kvh * d;
-                vrows[j] = v_cache + slot * L.row_stride + kvh * d;
+                krows[j] = k_cache + cur_slots[j] * L.row_stride + kvh * d;
+                vrows[j] = v_cache + cur_slots[j] * L.row_stride + kvh * d;
             }
             for (int64_t h = kvh * L.group; h < (kvh + 1) * L.group; ++h) {
                 float* s = scores + h * chunk_block;
                 float* ph = part + h * part_stride;
                 scores_block(q + (m * hq + h) * d, krows, nb, d, L.scale, s);
-                const float new_max = std::max(ph[d], simd::max_of(s, nb));
-                const float psum = exp_shifted(s, nb, new_max);
-                if (new_max != ph[d]) {
-                    const float c = std::exp(ph[d] - new_max);
-                    ph[d + 1] *= c;
-                    scale_inplace(ph, d, c);
-                    ph[d] = new_max;
-                }
-                ph[d + 1] += psum;
-                accumulate_block(ph, s, vrows, nb, d);
+                softmax_step(s, nb, vrows, d, ph[d], ph[d + 1], ph);
             }
         }
     }
