@@ -39,30 +39,39 @@ class thread_pool {
    private:
     using trampoline = void (*)(void*, int64_t, int64_t);
 
+    struct job {
+        uint32_t gen = 0;
+        trampoline fn = nullptr;
+        void* ctx = nullptr;
+        int64_t n_items = 0, chunk = 1, n_chunks = 0;
+    };
+
     void run(int64_t n_items, int64_t min_chunk, void* ctx, trampoline fn);
     void worker_loop();
-    // Claims and runs chunks of job `gen` until none is left or a newer job was published.
-    void run_chunks(uint32_t gen);
+    // Claims and runs chunks of job j until none is left or a newer job was published.
+    void run_chunks(const job& j);
 
     int n_threads_ = 1;
     std::vector<std::thread> workers_;
     std::mutex call_mu_;  // one parallel_for at a time
 
-    // The current job. Written under mu_ before the generation is bumped; read by workers under mu_.
+    // The current job, written under mu_ before it is published; workers copy it under mu_. The hand-off
+    // itself takes no lock that the other side may hold: a contended std::mutex puts the thread to sleep in
+    // the kernel, and waking it again cost ~10 us per op on a KVM guest (see run()).
     std::mutex mu_;
-    std::condition_variable wake_;  // workers wait for a new generation
-    std::condition_variable done_;  // the caller waits for the last chunk
-    uint32_t generation_ = 0;
-    trampoline fn_ = nullptr;
-    void* ctx_ = nullptr;
-    int64_t n_items_ = 0, chunk_ = 1, n_chunks_ = 0;
+    std::condition_variable wake_;  // sleeping workers wait for a new generation
+    std::condition_variable done_;  // a sleeping caller waits for the last chunk
+    job current_;
     std::exception_ptr error_;
+    std::atomic<bool> failed_{false};            // error_ is set (read by the caller without the lock)
+    std::atomic<int> sleeping_workers_{0};       // workers in wake_.wait: a publish must notify
+    std::atomic<bool> caller_sleeping_{false};   // the caller is in done_.wait: the last chunk must notify
 
     // (generation << 32) | next chunk index: a claim succeeds only for the job it was made for, so a
     // worker that wakes late can never run a chunk of a job whose caller has already returned.
     std::atomic<uint64_t> ticket_{0};
     std::atomic<int64_t> chunks_done_{0};
-    std::atomic<uint32_t> published_{0};  // generation_, readable without the lock (for spinning)
+    std::atomic<uint32_t> published_{0};  // the newest job's generation, stored after current_ (workers spin on it)
     std::atomic<bool> stop_{false};
 };
 

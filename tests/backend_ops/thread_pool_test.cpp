@@ -74,6 +74,38 @@ TEST(thread_pool, many_small_calls_and_concurrent_callers) {
     EXPECT_EQ(total.load(), 2 * 2000 * 4);
 }
 
+// The hand-offs without a lock: workers that went to sleep between calls must be woken by the next publish, and a
+// caller that went to sleep waiting must be woken by the last chunk. A lost wake-up of a worker would not hang (the
+// caller claims every chunk itself), so the caller's chunk waits until another thread has run one, for up to 5 s.
+TEST(thread_pool, wakes_sleeping_workers_and_a_sleeping_caller) {
+    for (int threads : {2, 4}) {
+        thread_pool pool(threads);
+        for (int rep = 0; rep < 40; ++rep) {
+            // Gaps of 0 us to 1 ms between calls: around the workers' 50 us spin, so some calls find them asleep.
+            std::this_thread::sleep_for(std::chrono::microseconds((rep % 6) * 200));
+            std::atomic<int64_t> sum{0};
+            std::atomic<bool> other_ran{false}, waited_out{false};
+            const auto caller = std::this_thread::get_id();
+            pool.parallel_for(int64_t(threads), 1, [&](int64_t b, int64_t e) {
+                if (std::this_thread::get_id() == caller) {
+                    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+                    while (!other_ran.load() && !waited_out.load()) {
+                        if (std::chrono::steady_clock::now() > deadline) waited_out = true;
+                        std::this_thread::yield();
+                    }
+                } else {
+                    other_ran = true;
+                    // Longer than the caller's spin: the caller is asleep when this chunk ends.
+                    if (rep % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+                }
+                for (int64_t i = b; i < e; ++i) sum += i + 1;
+            });
+            ASSERT_FALSE(waited_out.load()) << "no worker ran a chunk of call " << rep << " (" << threads << " threads)";
+            ASSERT_EQ(sum.load(), int64_t(threads) * (threads + 1) / 2) << "rep " << rep;
+        }
+    }
+}
+
 TEST(thread_pool, destroys_cleanly) {
     for (int rep = 0; rep < 20; ++rep) {
         thread_pool pool(3);
