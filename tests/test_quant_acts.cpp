@@ -59,11 +59,15 @@ std::vector<float> test_row(int64_t nblk, uint32_t seed) {
     blk[31] = 127.f;
     blk += qk;
     for (int i = 0; i < qk; ++i) blk[i] = i % 2 == 0 ? 1.f : -1.f;  // block 3: every value at the clamp
+    for (int64_t copy_to : {int64_t(37), nblk - 5})  // the same four blocks again, where they fit
+        if (copy_to + 4 <= nblk) std::copy(x.begin(), x.begin() + 4 * qk, x.begin() + copy_to * qk);
     return x;
 }
 
 TEST(quant_acts, every_path_matches_scalar_bit_for_bit) {
-    const int64_t nblk = 64;
+    // 4 batches of the AVX-512 path's 16 blocks and 7 left for its block-by-block tail; the special blocks come
+    // again in the third batch and in the tail.
+    const int64_t nblk = 71;
     for (uint32_t seed = 1; seed <= 8; ++seed) {
         const std::vector<float> x = test_row(nblk, seed);
         blocks want(nblk);
@@ -88,7 +92,7 @@ TEST(quant_acts, every_path_matches_scalar_bit_for_bit) {
 }
 
 TEST(quant_acts, into_places_blocks_at_the_stride_and_scales_the_sums) {
-    const int64_t nblk = 10, stride = 3;
+    const int64_t nblk = 37, stride = 3;  // two batches of 16 and a tail of 5 on the AVX-512 path
     const int32_t mult = 8;
     const std::vector<float> x = test_row(nblk, 42);
     blocks want(nblk);
