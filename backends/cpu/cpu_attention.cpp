@@ -334,7 +334,7 @@ std::vector<int64_t> run_chunked(thread_pool& pool, const layout& L, const float
     const int64_t part_floats = L.hq * (L.d + 2);
     std::vector<float> parts(size_t(int64_t(pieces.size()) * part_floats));
     pool.parallel_for(int64_t(pieces.size()), 1, [&](int64_t p0, int64_t p1) {
-        std::vector<float> scratch;
+        thread_local std::vector<float> scratch;  // kept between calls: no allocation and zero fill per op
         for (int64_t p = p0; p < p1; ++p) {
             const piece& pc = pieces[size_t(p)];
             attend_chunk(L, q, kc, vc, vis, pc.m, pc.i0, pc.i1, parts.data() + p * part_floats, scratch);
@@ -361,7 +361,7 @@ void run(thread_pool& pool, const layout& L, const float* q, const CT* kc, const
     const int64_t items = units * n_split;
     const int64_t avg_vis = vis.total / std::max<int64_t>(1, L.m_rows) + 1;
     pool.parallel_for(items, grain(avg_vis * per_split * L.d * 2), [&](int64_t i0, int64_t i1) {
-        std::vector<float> scratch;
+        thread_local std::vector<float> scratch;  // kept between calls: no allocation and zero fill per op
         for (int64_t it = i0; it < i1; ++it) {
             // kv-head-major order: consecutive items reuse one head's K/V columns while they are in cache.
             const int64_t split = it % n_split, m = rows[size_t((it / n_split) % n_rows)];

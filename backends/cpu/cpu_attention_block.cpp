@@ -355,7 +355,7 @@ void forward(thread_pool& pool, const heads& H, const float* q, const CT* k, con
             for (int64_t t0 = 0; t0 < n; t0 += tile_rows) items.push_back({gi, kvh, t0, std::min(n, t0 + tile_rows)});
     }
     pool.parallel_for(int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
-        std::vector<float> scratch;
+        thread_local std::vector<float> scratch;  // kept between calls: no allocation and zero fill per op
         for (int64_t i = b; i < e; ++i) {
             const item& it = items[size_t(i)];
             forward_tile(H, q, k, v, out, groups[it.g], it.kvh, it.t0, it.t1, scratch);
@@ -577,7 +577,7 @@ bool attention_back_grouped(thread_pool& pool, const tensor& q, const tensor& k,
 
     const int64_t items = int64_t(groups.size()) * H.hkv;
     pool.parallel_for(items, 1, [&](int64_t b, int64_t e) {
-        std::vector<float> scratch;
+        thread_local std::vector<float> scratch;  // kept between calls: no allocation and zero fill per op
         for (int64_t i = b; i < e; ++i) backward_group(H, io, groups[size_t(i / H.hkv)], i % H.hkv, scratch);
     });
     return true;
