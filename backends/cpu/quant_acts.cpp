@@ -102,23 +102,27 @@ void quantize_block_avx2(const float* x, int8_t* q, float* d_out, int32_t* s_out
 // The zero-masking forms with a full mask: the plain ones trip GCC 12's -Wuninitialized (bug 105593).
 constexpr __mmask16 k16 = 0xffff;
 
-// The lanes of one vector per block reduced into one vector: lane l holds block lane_block[l]'s result. op is max
-// (floats) or add (int32, in float registers).
+// The lanes of one vector per block reduced into one vector, block b's result in lane lane_map::lane_of[b]. op is
+// max (floats) or add (int32, in float registers).
 template <typename Op>
 __m512 reduce16(__m512* v, Op op) {
     for (int i = 0; i < 8; ++i) {  // 16 -> 8: lanes 0-7 block 2i, 8-15 block 2i + 1
         const __m512 a = v[2 * i], b = v[2 * i + 1];
-        v[i] = op(_mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+        v[i] = op(_mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                  _mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(3, 2, 3, 2)));
     }
     for (int i = 0; i < 4; ++i) {  // 8 -> 4: each 128-bit lane one block
         const __m512 a = v[2 * i], b = v[2 * i + 1];
-        v[i] = op(_mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+        v[i] = op(_mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                  _mm512_maskz_shuffle_f32x4(k16, a, b, _MM_SHUFFLE(3, 1, 3, 1)));
     }
     for (int i = 0; i < 2; ++i) {  // 4 -> 2: two lanes per block
         const __m512 a = v[2 * i], b = v[2 * i + 1];
-        v[i] = op(_mm512_maskz_shuffle_ps(k16, a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_maskz_shuffle_ps(k16, a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+        v[i] = op(_mm512_maskz_shuffle_ps(k16, a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                  _mm512_maskz_shuffle_ps(k16, a, b, _MM_SHUFFLE(3, 2, 3, 2)));
     }
-    return op(_mm512_maskz_shuffle_ps(k16, v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)), _mm512_maskz_shuffle_ps(k16, v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return op(_mm512_maskz_shuffle_ps(k16, v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+              _mm512_maskz_shuffle_ps(k16, v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 inline __m512 max_op(__m512 a, __m512 b) { return _mm512_maskz_max_ps(k16, a, b); }
@@ -143,9 +147,11 @@ void quantize16_avx512(const float* x, int64_t stride, int32_t s_mult, int8_t* q
     const __m512 lim = _mm512_set1_ps(127.f), neg_lim = _mm512_set1_ps(-127.f);
     __m512 part[16];
     for (int b = 0; b < 16; ++b)
-        part[b] = _mm512_maskz_max_ps(k16, _mm512_abs_ps(_mm512_loadu_ps(x + qk * b)), _mm512_abs_ps(_mm512_loadu_ps(x + qk * b + 16)));
+        part[b] = _mm512_maskz_max_ps(k16, _mm512_abs_ps(_mm512_loadu_ps(x + qk * b)),
+                                      _mm512_abs_ps(_mm512_loadu_ps(x + qk * b + 16)));
     const __m512 d = _mm512_div_ps(reduce16(part, max_op), lim);
-    const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ), _mm512_set1_ps(1.f), d);
+    const __m512 id =
+        _mm512_maskz_div_ps(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ), _mm512_set1_ps(1.f), d);
     alignas(64) float ds[16], ids[16];
     _mm512_store_ps(ds, d);
     _mm512_store_ps(ids, id);
@@ -155,7 +161,8 @@ void quantize16_avx512(const float* x, int64_t stride, int32_t s_mult, int8_t* q
         int8_t* qb = q + qk * b * stride;
         __m512i iv[2];
         for (int h = 0; h < 2; ++h) {
-            const __m512 c = _mm512_maskz_min_ps(k16, lim, _mm512_maskz_max_ps(k16, neg_lim, _mm512_mul_ps(_mm512_loadu_ps(x + qk * b + 16 * h), vid)));
+            const __m512 c = _mm512_maskz_min_ps(
+                k16, lim, _mm512_maskz_max_ps(k16, neg_lim, _mm512_mul_ps(_mm512_loadu_ps(x + qk * b + 16 * h), vid)));
             iv[h] = _mm512_maskz_cvtps_epi32(k16, c);
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16 * h), _mm512_maskz_cvtsepi32_epi8(k16, iv[h]));
         }

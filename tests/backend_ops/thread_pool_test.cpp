@@ -100,7 +100,7 @@ TEST(thread_pool, wakes_sleeping_workers_and_a_sleeping_caller) {
                 }
                 for (int64_t i = b; i < e; ++i) sum += i + 1;
             });
-            ASSERT_FALSE(waited_out.load()) << "no worker ran a chunk of call " << rep << " (" << threads << " threads)";
+            ASSERT_FALSE(waited_out.load()) << "no worker ran a chunk of call " << rep << ", " << threads << " threads";
             ASSERT_EQ(sum.load(), int64_t(threads) * (threads + 1) / 2) << "rep " << rep;
         }
     }
