@@ -392,7 +392,8 @@ TEST(opencl_ops, gemv_prefetch_changes_no_result) { expect_same_bits("TANDEM_OPE
 // them, all are the portable code and the test checks only that). vnni only where the CPU has it.
 TEST(opencl_ops, gemv_g16_x86_paths_agree) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (__builtin_cpu_supports("avx512vnni")) return expect_same_bits("TANDEM_OPENCL_X86", {"vnni", "avx512", "avx2", "off"});
+    if (__builtin_cpu_supports("avx512vnni"))
+        return expect_same_bits("TANDEM_OPENCL_X86", {"vnni", "avx512", "avx2", "off"});
 #endif
     expect_same_bits("TANDEM_OPENCL_X86", {"avx512", "avx2", "off"});
 }

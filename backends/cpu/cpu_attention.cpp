@@ -182,11 +182,12 @@ template <typename CT>
 void attend(const layout& L, const float* q, const CT* k_cache, const CT* v_cache, const visible_slots& vis, int64_t m,
             int64_t kvh, int64_t h0, int64_t h1, float* out, std::vector<float>& scratch) {
     const int64_t g = h1 - h0, d = L.d;
-    scratch.assign(size_t(g * (block + d + 2)), 0.f);
-    float* scores = scratch.data();   // [g][block]
+    scratch.resize(size_t(g * (block + d + 2)));
+    float* scores = scratch.data();   // [g][block], written before it is read
     float* acc = scores + g * block;  // [g][d]
     float* run_max = acc + g * d;     // [g]
     float* run_sum = run_max + g;     // [g]
+    std::fill(acc, run_sum + g, 0.f);
     std::fill(run_max, run_max + g, -std::numeric_limits<float>::infinity());
     const float* qrow = q + (m * L.hq + h0) * d;
     const int64_t run_begin = vis.run_begin[size_t(m)], run_len = vis.run_len[size_t(m)];
@@ -238,8 +239,8 @@ template <typename CT>
 void attend_chunk(const layout& L, const float* q, const CT* k_cache, const CT* v_cache, const visible_slots& vis,
                   int64_t m, int64_t i0, int64_t i1, float* part, std::vector<float>& scratch) {
     const int64_t d = L.d, hq = L.hq, part_stride = d + 2;
-    scratch.assign(size_t(hq * chunk_block), 0.f);
-    float* scores = scratch.data();  // [hq][chunk_block]
+    scratch.resize(size_t(hq * chunk_block));
+    float* scores = scratch.data();  // [hq][chunk_block], written before it is read
     for (int64_t h = 0; h < hq; ++h) {
         float* ph = part + h * part_stride;
         std::fill(ph, ph + d, 0.f);
@@ -334,7 +335,7 @@ std::vector<int64_t> run_chunked(thread_pool& pool, const layout& L, const float
     const int64_t part_floats = L.hq * (L.d + 2);
     std::vector<float> parts(size_t(int64_t(pieces.size()) * part_floats));
     pool.parallel_for(int64_t(pieces.size()), 1, [&](int64_t p0, int64_t p1) {
-        thread_local std::vector<float> scratch;  // kept between calls: no allocation and zero fill per op
+        thread_local std::vector<float> scratch;  // kept between calls: no allocation per op
         for (int64_t p = p0; p < p1; ++p) {
             const piece& pc = pieces[size_t(p)];
             attend_chunk(L, q, kc, vc, vis, pc.m, pc.i0, pc.i1, parts.data() + p * part_floats, scratch);
@@ -361,7 +362,7 @@ void run(thread_pool& pool, const layout& L, const float* q, const CT* kc, const
     const int64_t items = units * n_split;
     const int64_t avg_vis = vis.total / std::max<int64_t>(1, L.m_rows) + 1;
     pool.parallel_for(items, grain(avg_vis * per_split * L.d * 2), [&](int64_t i0, int64_t i1) {
-        thread_local std::vector<float> scratch;  // kept between calls: no allocation and zero fill per op
+        thread_local std::vector<float> scratch;  // kept between calls: no allocation per op
         for (int64_t it = i0; it < i1; ++it) {
             // kv-head-major order: consecutive items reuse one head's K/V columns while they are in cache.
             const int64_t split = it % n_split, m = rows[size_t((it / n_split) % n_rows)];
