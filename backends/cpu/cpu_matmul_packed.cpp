@@ -28,6 +28,7 @@
 // 0..15 and Q8_0's biased bytes 0..255; the offsets come back as -8 * sum(x_q) and -128 * sum(x_q) per block
 // (the activation sums are kept negated by quantize_row and multiplied by the offset in matmul_packed), exactly.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -381,6 +382,49 @@ struct group_job {
     int64_t first;
 };
 
+// Groups [g0, g1) of a run_groups call (numbered across its weights), prefetching no further than group `limit`.
+template <dtype T>
+void run_range(std::span<const group_job> jobs, const packed_acts& x, std::span<const pass_span> spans, size_t ahead,
+               bool spread, int64_t g0, int64_t g1, int64_t limit) {
+    const int64_t passes = int64_t(spans.size());
+    for (const group_job& j : jobs) {
+        const int64_t b = std::max(g0, j.first), e = std::min(g1, j.first + j.p->groups());
+        if (b >= e) continue;
+        const packed_quant& p = *j.p;
+        const int64_t stop = std::min(limit, j.first + p.groups()) - j.first;
+        const uint8_t* end = p.data.get() + size_t(stop) * p.group_bytes;
+        for (int64_t g = b - j.first; g < e - j.first; ++g) {
+            // All activation rows against one group while its weights are hot in L1/L2.
+            const uint8_t* next = p.data.get() + size_t(g + 1) * p.group_bytes;
+            for (int64_t i = 0; i < passes; ++i) {
+                const auto [m0, mb] = spans[size_t(i)];
+                pass_prefetch pf;
+                if (ahead != 0 && passes == 1) {
+                    pf.ahead = ahead;
+                    pf.spread = spread;
+                    pf.end = end;
+                } else if (ahead != 0 && next < end) {
+                    const size_t lines = p.group_bytes / 64;
+                    const size_t from = lines * size_t(i) / size_t(passes) * 64,
+                                 to = lines * size_t(i + 1) / size_t(passes) * 64;
+                    pf.slice = next + from;
+                    pf.slice_bytes = to - from;
+                }
+                group_pass<T>(p, g, x, m0, mb, j.out, pf);
+            }
+        }
+    }
+}
+
+// The groups one thread has yet to run, [lo, hi) in one word: its owner claims pieces from the front, a thread that
+// has run out of its own takes the back half of what is left (see run_groups).
+struct alignas(64) group_share {
+    std::atomic<uint64_t> range{0};
+    static uint64_t pack(int64_t lo, int64_t hi) { return uint64_t(hi) << 32 | uint64_t(lo); }
+    static int64_t lo(uint64_t r) { return int64_t(uint32_t(r)); }
+    static int64_t hi(uint64_t r) { return int64_t(r >> 32); }
+};
+
 // spans: pass_rows(m).
 template <dtype T>
 void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed_acts& x, int64_t m,
@@ -390,43 +434,62 @@ void run_groups(thread_pool& pool, std::span<const group_job> jobs, const packed
     // threads, tandem-bench verify, alternated). Beyond that, passes of at most 9 rows, the rows spread evenly over
     // them (17 rows: 9 + 8): there 8-9 rows a pass gave the best rate (65 rows, 6 passes of ~11: 222 ms, 8 passes
     // of ~8: 213 ms; 11 passes of ~6: 226 ms).
-    const int64_t passes = int64_t(spans.size());
     const prefetch_plan& plan = chosen_prefetch();
     const size_t ahead = plan.distance(m);
     // The groups of all the weights are numbered one after the other, so that the threads split them as one
-    // stream: a chunk may end one weight and start the next.
+    // stream: a share may end one weight and start the next.
     const group_job& last = jobs.back();
     const int64_t total = last.first + last.p->groups();
-    // One contiguous range per thread (the pool's default is four chunks each, claimed in turn): each thread's
-    // stream then starts once per call instead of at every chunk. 1.1B Q4_0 verification passes on the Intel VM,
-    // medians of three alternated runs: decode 20.3 -> 19.7 ms, 5 rows 25.5 -> 25.4, 9 rows 33.6 -> 33.3 (in a
-    // sweep of the pool's default, 2 chunks per thread came out in between and 8 slower than 4).
-    const int64_t per_thread = (total + pool.size() - 1) / pool.size();
-    pool.parallel_for(total, std::max(grain(rows_per_group * last.p->k * m), per_thread), [&](int64_t g0, int64_t g1) {
-        for (const group_job& j : jobs) {
-            const int64_t b = std::max(g0, j.first), e = std::min(g1, j.first + j.p->groups());
-            if (b >= e) continue;
-            const packed_quant& p = *j.p;
-            const uint8_t* end = p.data.get() + size_t(e - j.first) * p.group_bytes;
-            for (int64_t g = b - j.first; g < e - j.first; ++g) {
-                // All activation rows against one group while its weights are hot in L1/L2.
-                const uint8_t* next = p.data.get() + size_t(g + 1) * p.group_bytes;
-                for (int64_t i = 0; i < passes; ++i) {
-                    const auto [m0, mb] = spans[size_t(i)];
-                    pass_prefetch pf;
-                    if (ahead != 0 && passes == 1) {
-                        pf.ahead = ahead;
-                        pf.spread = plan.spread;
-                        pf.end = end;
-                    } else if (ahead != 0 && next < end) {
-                        const size_t lines = p.group_bytes / 64;
-                        const size_t from = lines * size_t(i) / size_t(passes) * 64,
-                                     to = lines * size_t(i + 1) / size_t(passes) * 64;
-                        pf.slice = next + from;
-                        pf.slice_bytes = to - from;
+    const int64_t min_groups = grain(rows_per_group * last.p->k * m);
+    const int64_t n = std::min<int64_t>(pool.size(), (total + min_groups - 1) / min_groups);
+    if (n <= 1) return run_range<T>(jobs, x, spans, ahead, plan.spread, 0, total, total);
+    // One contiguous share per thread, so that each thread's stream starts once per call (four chunks per thread
+    // claimed in turn, the pool's default, streamed slower). A thread that finishes its share takes the back half
+    // of the largest share left, and again until nothing is left: the threads finish together even when one of
+    // them streams slower or starts late. With fixed halves the calling thread waited 20-40 us at the end of each
+    // matmul of a 9-row verification pass of the 1.1B shape on the Intel VM, ~4 ms a pass. Owners claim ~64 KiB of
+    // weights at a time (a compare-and-swap on a line no other thread touches until it steals) and prefetch up to
+    // the end of their share.
+    const int64_t piece = std::max<int64_t>(1, int64_t(65536 / last.p->group_bytes));
+    std::unique_ptr<group_share[]> shares(new group_share[size_t(n)]);
+    for (int64_t t = 0; t < n; ++t) shares[size_t(t)].range.store(group_share::pack(total * t / n, total * (t + 1) / n));
+    auto run_share = [&](group_share& s) {
+        uint64_t r = s.range.load(std::memory_order_relaxed);
+        for (;;) {
+            const int64_t lo = group_share::lo(r), hi = group_share::hi(r);
+            if (lo >= hi) return;
+            const int64_t b = std::min(hi, lo + piece);
+            if (!s.range.compare_exchange_weak(r, group_share::pack(b, hi), std::memory_order_relaxed)) continue;
+            run_range<T>(jobs, x, spans, ahead, plan.spread, lo, b, hi);
+            r = s.range.load(std::memory_order_relaxed);
+        }
+    };
+    pool.parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            group_share& mine = shares[size_t(t)];
+            run_share(mine);
+            for (;;) {
+                group_share* victim = nullptr;
+                int64_t most = 0;
+                for (int64_t v = 0; v < n; ++v) {
+                    const uint64_t r = shares[size_t(v)].range.load(std::memory_order_relaxed);
+                    if (group_share::hi(r) - group_share::lo(r) > most) {
+                        most = group_share::hi(r) - group_share::lo(r);
+                        victim = &shares[size_t(v)];
                     }
-                    group_pass<T>(p, g, x, m0, mb, j.out, pf);
                 }
+                if (victim == nullptr) break;
+                uint64_t r = victim->range.load(std::memory_order_relaxed);
+                int64_t lo = 0, hi = 0, take = 0;
+                do {
+                    lo = group_share::lo(r), hi = group_share::hi(r);
+                    take = (hi - lo + 1) / 2;
+                } while (take > 0 && !victim->range.compare_exchange_weak(r, group_share::pack(lo, hi - take),
+                                                                          std::memory_order_relaxed));
+                if (take == 0) continue;
+                // Published as this thread's share, so that a thread that runs out later can take half of it in turn.
+                mine.range.store(group_share::pack(hi - take, hi), std::memory_order_relaxed);
+                run_share(mine);
             }
         }
     });
