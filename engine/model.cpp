@@ -132,7 +132,27 @@ void model::load_tensors() {
         l.w_down = get(p + "ffn_down.weight", {ff, e}, true);
         l.w_up = get(p + "ffn_up.weight", {e, ff}, true);
     }
+    copy_norms();
     prepare_weights();
+}
+
+void model::copy_norms() {
+    // The norm weights move out of the file's mapping into one buffer of the backend's own. A CPU backend reads
+    // them where they lie, and there they sat on 4 KiB pages of a 600 MB mapping between the matrices, whose
+    // stream evicts those pages' translations every pass: 9-row verification passes of the 1.1B shape on the
+    // Intel VM, the norms' two places alternated pass by pass in one process, 43.8-44.9 -> 41.6-42.8 ms median.
+    std::vector<tensor*> norms = {&output_norm_};
+    for (auto& l : layers_) norms.insert(norms.end(), {&l.attn_norm, &l.ffn_norm});
+    size_t bytes = 0;
+    for (const tensor* t : norms) bytes += (t->nbytes() + 255) / 256 * 256;
+    norms_ = be_->alloc(bytes);
+    size_t at = 0;
+    for (tensor* t : norms) {
+        be_->upload(*norms_, at, file_.data_section() + t->offset, t->nbytes());
+        t->buf = norms_.get();
+        t->offset = at;
+        at += (t->nbytes() + 255) / 256 * 256;
+    }
 }
 
 void model::prepare_weights() {

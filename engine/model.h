@@ -72,6 +72,8 @@ class model {
     model(gguf_file f, std::unique_ptr<backend> be);
     void load_hparams();
     void load_tensors();
+    // Copies the norm weights into norms_ and points their tensors there (in load_tensors).
+    void copy_norms();
     // Offers every matmul weight to backend::prepare_weight (after load_tensors).
     void prepare_weights();
 
@@ -80,6 +82,7 @@ class model {
     std::unique_ptr<tandem::tokenizer> tok_;
     llama_hparams hp_;
     std::unique_ptr<buffer> weights_;
+    std::unique_ptr<buffer> norms_;  // every norm weight, out of the file's mapping
     tensor token_embd_, output_norm_, output_;
     std::vector<layer_weights> layers_;
     std::vector<std::shared_ptr<const lora_adapter>> adapters_;
