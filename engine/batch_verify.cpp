@@ -126,15 +126,14 @@ void batch_verifier::run(std::span<verify_job> jobs) {
     if (live.empty()) return;
     // A failing device (a kernel that does not build, a lost device) fails the pass, not the process: every live
     // job gets the error and no sequence changes (rows written past n_cached are overwritten by the next pass).
-    std::vector<float> logits;
     std::vector<size_t> logit0(live.size());
     try {
-        pass(live, logits, logit0);
+        pass(live, logits_, logit0);
     } catch (...) {
         for (verify_job* j : live) j->error = std::current_exception(), j->done = true;
         return;
     }
-    accept_and_commit(live, logits, logit0);
+    accept_and_commit(live, logits_, logit0);
 }
 
 void batch_verifier::pass(std::span<verify_job* const> live, std::vector<float>& logits, std::vector<size_t>& logit0) {

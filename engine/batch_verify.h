@@ -93,6 +93,7 @@ class batch_verifier {
     kv_cache cache_;
     forward_pass fwd_;
     std::vector<verify_sequence*> owner_;  // per region
+    std::vector<float> logits_;            // the last pass's, kept so that a pass neither allocates nor zeroes them
     uint64_t clock_ = 0;
     batch_verify_stats stats_;
 };

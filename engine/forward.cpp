@@ -131,7 +131,7 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     const int64_t M = int64_t(rows.size());
     int64_t n_out = 0;
     for (const auto& r : rows) n_out += r.logits ? 1 : 0;
-    logits.assign(size_t(n_out * hp.n_vocab), 0.f);
+    logits.resize(size_t(n_out * hp.n_vocab));  // every value is downloaded below: no zero fill of a reused vector
     if (M == 0) return;
     const int64_t T = M + int64_t(context.size());  // the walk table: rows, then context entries
     reserve(T, std::max<int64_t>(n_out, 1));
