@@ -15,8 +15,10 @@ namespace tandem {
 namespace {
 
 // Short enough not to steal a core from OpenBLAS's own threads for long, long enough to bridge the gap
-// between consecutive ops of a forward pass.
-constexpr auto spin_time = std::chrono::microseconds(50);
+// between consecutive ops of a forward pass, including the calling thread's serial stretches (a tile's
+// activation quantization, the bookkeeping between passes): at 50 us the worker started a 9-row pass's q/k/v
+// projections 10-12 us late on average, against 2-3 us for its other matmuls (see cpu.cpp's grain for the runs).
+constexpr auto spin_time = std::chrono::microseconds(150);
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
