@@ -36,15 +36,12 @@ void check_index(const char* op, const char* what, int64_t id, int64_t n_rows) {
 
 char* row_ptr(const tensor& t, int64_t row) { return t.host<char>() + size_t(row) * t.row_bytes(); }
 
-// Items per chunk of the element-wise and per-row ops here: at least ~8K elements, a quarter of cpu::grain's, now
+// The element-wise and per-row ops here split from ~8K elements a chunk, a quarter of cpu::grain's default, now
 // that a spinning worker joins a call within ~1 us. The ops of a 9-row verification pass (rms_norm and add over
 // 9 x 2048, rope, kv_write) then take both threads. With the pool's spin at 150 us instead of 50, alternated pass
 // by pass in one process on the Intel VM (1.1B Q4_0, 500 passes each): 9 rows 42.1 -> 41.8 ms median, p25 41.3 ->
 // 40.8; with 300 us, 43.2 -> 42.5, decode 26.0 -> 25.7.
-int64_t grain(int64_t elements_per_item) {
-    constexpr int64_t min_chunk_work = int64_t(1) << 13;
-    return std::max<int64_t>(1, min_chunk_work / std::max<int64_t>(1, elements_per_item));
-}
+int64_t grain(int64_t elements_per_item) { return cpu::grain(elements_per_item, int64_t(1) << 13); }
 
 // out[i] = f(i) over a flat range [0, n), split over the pool in blocks of whole vectors.
 template <typename F>

@@ -14,10 +14,9 @@
 
 namespace tandem::cpu {
 
-// Items per parallel_for chunk so that a chunk touches at least ~32K elements: below that, waking a
-// worker costs more than the work it would take over, so small tensors run on the calling thread.
-inline int64_t grain(int64_t elements_per_item) {
-    constexpr int64_t min_chunk_work = int64_t(1) << 15;
+// Items per parallel_for chunk so that a chunk touches at least min_chunk_work elements (~32K by default): below
+// that, waking a worker costs more than the work it would take over, so small tensors run on the calling thread.
+inline int64_t grain(int64_t elements_per_item, int64_t min_chunk_work = int64_t(1) << 15) {
     return std::max<int64_t>(1, min_chunk_work / std::max<int64_t>(1, elements_per_item));
 }
 
