@@ -82,6 +82,16 @@ void tree(backend_ops& t, dtype cache) {
     attention_rows deep;
     deep.add_tree(t.random(), 0, 40, 64, 64, false);
     t.check(attention_case(t.random(), variant("tree", cache), {64, 4, 2, 200, cache, 4.f}, deep));
+    // Trees after a long prefix, with sharp scores: the cpu backend's tiled kernel takes windows of more than two
+    // chunks (~256 KiB of keys and values) chunk by chunk, with the tree rows' masks and the running max and sum
+    // carried across the chunks' boundaries.
+    for (const auto& h : {head_config{64, 4, 2}, head_config{8, 8, 4}}) {
+        const int64_t committed = h.d == 8 ? 6000 : 1500;
+        attention_rows rows;
+        rows.add_tree(t.random(), 0, committed, 33, 8, true);
+        attention_shape s{h.d, h.hq, h.hkv, committed + 34, cache, 8.f};
+        t.check(attention_case(t.random(), variant("tree", cache), s, rows));
+    }
 }
 
 // Several sessions at different places in one cache, each a decode row, a chain or a tree.
