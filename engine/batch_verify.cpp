@@ -127,16 +127,17 @@ void batch_verifier::run(std::span<verify_job> jobs) {
     // A failing device (a kernel that does not build, a lost device) fails the pass, not the process: every live
     // job gets the error and no sequence changes (rows written past n_cached are overwritten by the next pass).
     std::vector<size_t> logit0(live.size());
+    std::span<const float> logits;
     try {
-        pass(live, logits_, logit0);
+        logits = pass(live, logit0);
     } catch (...) {
         for (verify_job* j : live) j->error = std::current_exception(), j->done = true;
         return;
     }
-    accept_and_commit(live, logits_, logit0);
+    accept_and_commit(live, logits, logit0);
 }
 
-void batch_verifier::pass(std::span<verify_job* const> live, std::vector<float>& logits, std::vector<size_t>& logit0) {
+std::span<const float> batch_verifier::pass(std::span<verify_job* const> live, std::vector<size_t>& logit0) {
     for (verify_job* j : live) catch_up(*j->seq);
 
     // One pass: per job, its pending chain (the last row yields the root distribution), then its tree nodes.
@@ -157,12 +158,13 @@ void batch_verifier::pass(std::span<verify_job* const> live, std::vector<float>&
         logit0[i] = n_logits;
         n_logits += 1 + t.size();
     }
-    fwd_.run(rows, logits);
+    const std::span<const float> logits = fwd_.run_view(rows, logits_);
     ++stats_.passes;
     stats_.rows += rows.size();
+    return logits;
 }
 
-void batch_verifier::accept_and_commit(std::span<verify_job* const> live, const std::vector<float>& logits,
+void batch_verifier::accept_and_commit(std::span<verify_job* const> live, std::span<const float> logits,
                                        const std::vector<size_t>& logit0) {
 
     const size_t V = size_t(m_.hparams().n_vocab);

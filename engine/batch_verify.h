@@ -81,8 +81,8 @@ class batch_verifier {
     bool acquire(verify_sequence& s, std::span<const verify_job> pinned);
     void catch_up(verify_sequence& s);  // prefill all but the last `chunk` pending tokens
     // run() in two halves: the forward pass over every live job (throws if the device fails), then acceptance.
-    void pass(std::span<verify_job* const> live, std::vector<float>& logits, std::vector<size_t>& logit0);
-    void accept_and_commit(std::span<verify_job* const> live, const std::vector<float>& logits,
+    std::span<const float> pass(std::span<verify_job* const> live, std::vector<size_t>& logit0);
+    void accept_and_commit(std::span<verify_job* const> live, std::span<const float> logits,
                            const std::vector<size_t>& logit0);
     int32_t base(const verify_sequence& s) const { return s.region * int32_t(capacity_); }
 
@@ -93,7 +93,7 @@ class batch_verifier {
     kv_cache cache_;
     forward_pass fwd_;
     std::vector<verify_sequence*> owner_;  // per region
-    std::vector<float> logits_;            // the last pass's, kept so that a pass neither allocates nor zeroes them
+    std::vector<float> logits_;            // a device backend's last logits, kept so that a pass does not allocate
     uint64_t clock_ = 0;
     batch_verify_stats stats_;
 };

@@ -121,6 +121,26 @@ void forward_pass::apply_adapters(int32_t l, lora_target t, const tensor& x, con
 
 void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits,
                        std::span<const context_entry> context, const hidden_io* io) {
+    const int64_t n_out = compute(rows, context, io);
+    logits.resize(size_t(n_out * m_.hparams().n_vocab));  // every value is downloaded: no zero fill of a reused vector
+    if (n_out > 0) be_.download(*scratch_, off_logits_, logits.data(), logits.size() * 4);
+}
+
+std::span<const float> forward_pass::run_view(std::span<const batch_row> rows, std::vector<float>& fallback,
+                                              std::span<const context_entry> context, const hidden_io* io) {
+    const size_t n = size_t(compute(rows, context, io) * m_.hparams().n_vocab);
+    if (n == 0) return {};
+    if (const void* host = scratch_->host_ptr()) {
+        be_.synchronize();
+        return {reinterpret_cast<const float*>(static_cast<const char*>(host) + off_logits_), n};
+    }
+    fallback.resize(n);
+    be_.download(*scratch_, off_logits_, fallback.data(), n * 4);
+    return fallback;
+}
+
+int64_t forward_pass::compute(std::span<const batch_row> rows, std::span<const context_entry> context,
+                              const hidden_io* io) {
     validate(rows, context);
     if (io && !io->in.empty() && io->in.size() != rows.size() * size_t(m_.hparams().n_embd)) {
         throw error(TANDEM_ERR_INVALID_ARGUMENT, "hidden states: " + std::to_string(io->in.size()) + " floats for " +
@@ -131,8 +151,7 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     const int64_t M = int64_t(rows.size());
     int64_t n_out = 0;
     for (const auto& r : rows) n_out += r.logits ? 1 : 0;
-    logits.resize(size_t(n_out * hp.n_vocab));  // every value is downloaded below: no zero fill of a reused vector
-    if (M == 0) return;
+    if (M == 0) return 0;
     const int64_t T = M + int64_t(context.size());  // the walk table: rows, then context entries
     reserve(T, std::max<int64_t>(n_out, 1));
 
@@ -225,7 +244,7 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     }
     if (n_out == 0) {
         be_.synchronize();
-        return;
+        return 0;
     }
     // Output head on the requested rows only: gather them, final norm, project to the vocabulary.
     const tensor sel = act(off_xb_, E, n_out);
@@ -234,7 +253,7 @@ void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logi
     be_.rms_norm(sel, m_.output_norm(), hp.rms_eps, sel_n);
     const tensor lg = act(off_logits_, hp.n_vocab, n_out);
     be_.matmul(m_.output(), sel_n, lg);
-    be_.download(*scratch_, off_logits_, logits.data(), logits.size() * 4);
+    return n_out;
 }
 
 }  // namespace tandem
