@@ -121,9 +121,8 @@ void forward_pass::apply_adapters(int32_t l, lora_target t, const tensor& x, con
 
 void forward_pass::run(std::span<const batch_row> rows, std::vector<float>& logits,
                        std::span<const context_entry> context, const hidden_io* io) {
-    const int64_t n_out = compute(rows, context, io);
-    logits.resize(size_t(n_out * m_.hparams().n_vocab));  // every value is downloaded: no zero fill of a reused vector
-    if (n_out > 0) be_.download(*scratch_, off_logits_, logits.data(), logits.size() * 4);
+    const std::span<const float> view = run_view(rows, logits, context, io);
+    if (view.data() != logits.data()) logits.assign(view.begin(), view.end());  // no zero fill of a reused vector
 }
 
 std::span<const float> forward_pass::run_view(std::span<const batch_row> rows, std::vector<float>& fallback,
